@@ -131,9 +131,13 @@ func TestDecodeStartErrors(t *testing.T) {
 			})
 		}, "steps", "limit"},
 		{"duplicate step name", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 1)["name"] = "debit" }) }, "steps[1].name", "also the name of steps[0]"},
-		{"bad participant", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 0)["participant"] = "bank.a" }) }, "steps[0].participant", "'.'"},
+		{"bad participant", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { step(m, 0)["participant"] = "bank.a" })
+		}, "steps[0].participant", "'.'"},
 		{"missing action", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(step(m, 1), "action") }) }, "steps[1].action", "empty"},
-		{"missing compensation", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(step(m, 0), "compensation") }) }, "steps[0].compensation", "missing"},
+		{"missing compensation", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { delete(step(m, 0), "compensation") })
+		}, "steps[0].compensation", "missing"},
 		{"pivot with compensation", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 1)["kind"] = "pivot" }) }, "steps[1].compensation", "no compensation"},
 		{"unknown kind", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 1)["kind"] = "magic" }) }, "steps[1].kind", "unknown kind"},
 		{"two pivots", func(t *testing.T) []byte {
@@ -164,12 +168,18 @@ func TestDecodeStartErrors(t *testing.T) {
 		{"backoff inverted", func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { step(m, 1)["retry"].(map[string]any)["max_backoff_ms"] = 1 })
 		}, "steps[1].retry.max_backoff_ms", ">= initial"},
-		{"unknown dependency", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 1)["after"] = []any{"nope"} }) }, "steps[1].after[0]", "unknown step"},
-		{"self dependency", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 1)["after"] = []any{"credit"} }) }, "steps[1].after[0]", "itself"},
+		{"unknown dependency", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { step(m, 1)["after"] = []any{"nope"} })
+		}, "steps[1].after[0]", "unknown step"},
+		{"self dependency", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { step(m, 1)["after"] = []any{"credit"} })
+		}, "steps[1].after[0]", "itself"},
 		{"duplicate dependency", func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { step(m, 1)["after"] = []any{"debit", "debit"} })
 		}, "steps[1].after[1]", "twice"},
-		{"cycle", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 0)["after"] = []any{"credit"} }) }, "steps[0].after", "dependency cycle: debit -> credit -> debit"},
+		{"cycle", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { step(m, 0)["after"] = []any{"credit"} })
+		}, "steps[0].after", "dependency cycle: debit -> credit -> debit"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -271,7 +281,9 @@ func TestOutcomeValidation(t *testing.T) {
 		{"exhausted needs reason", func(o *Outcome) { o.Status = Exhausted }, "reason"},
 		{"unknown status", func(o *Outcome) { o.Status = "done" }, "status"},
 		{"missing status", func(o *Outcome) { o.Status = "" }, "status"},
-		{"anonymous rejected", func(o *Outcome) { *o = Outcome{V: 1, SagaID: "s", Participant: "p", Status: Rejected, Reason: "bad json"} }, ""},
+		{"anonymous rejected", func(o *Outcome) {
+			*o = Outcome{V: 1, SagaID: "s", Participant: "p", Status: Rejected, Reason: "bad json"}
+		}, ""},
 		{"anonymous succeeded", func(o *Outcome) { o.Step = ""; o.Op = ""; o.Attempt = 0 }, "step"},
 		{"reason too long", func(o *Outcome) { o.Status = Failed; o.Reason = strings.Repeat("r", MaxReasonBytes+1) }, "reason"},
 		{"bad result", func(o *Outcome) { o.Result = json.RawMessage("nope") }, "result"},
