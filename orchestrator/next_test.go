@@ -1,0 +1,438 @@
+package orchestrator
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jetsaga/jetsaga/events"
+)
+
+// fixture drives Next the way the coordinator does, one input at a time.
+type fixture struct {
+	t     *testing.T
+	state *State
+	seq   uint64
+	now   int64
+	last  Result
+}
+
+func newFixture(t *testing.T, steps ...events.Step) *fixture {
+	t.Helper()
+	f := &fixture{t: t, now: 1_000_000}
+	start := events.Start{V: events.Version, SagaID: "s1", Name: "test", Steps: steps}
+	data, err := start.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoded, err := events.DecodeStart(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.apply(Input{Kind: events.KindStart, SagaID: "s1", Start: &decoded})
+	return f
+}
+
+func (f *fixture) apply(in Input) Result {
+	f.t.Helper()
+	f.seq++
+	f.now += 10
+	in.Seq, in.TimeMS = f.seq, f.now
+	if in.SagaID == "" {
+		in.SagaID = "s1"
+	}
+	r := Next(f.state, in)
+	if r.State != nil {
+		f.state = r.State
+	}
+	f.last = r
+	return r
+}
+
+func (f *fixture) outcome(participant, step string, op events.Op, attempt int, status events.Status, reason string) Result {
+	f.t.Helper()
+	o := events.Outcome{V: 1, SagaID: "s1", Participant: participant, Step: step, Op: op, Attempt: attempt, Status: status, Reason: reason}
+	return f.apply(Input{Kind: events.KindEvent, Participant: participant, Outcome: &o})
+}
+
+func (f *fixture) tick(due int64) Result {
+	f.t.Helper()
+	if f.now < due {
+		f.now = due
+	}
+	return f.apply(Input{Kind: events.KindTick, Tick: &events.Tick{V: 1, SagaID: "s1", DueMS: due}})
+}
+
+func (f *fixture) control(action events.ControlAction, step, note string) Result {
+	f.t.Helper()
+	return f.apply(Input{Kind: events.KindControl, Control: &events.Control{V: 1, SagaID: "s1", ID: "c", Action: action, Step: step, Note: note}})
+}
+
+// expect checks the saga status and the commands of the last transition,
+// written as "step/op/attempt".
+func (f *fixture) expect(status Status, commands ...string) {
+	f.t.Helper()
+	if f.state.Status != status {
+		f.t.Fatalf("status = %s (reason %q), want %s", f.state.Status, f.state.Reason, status)
+	}
+	var got []string
+	for _, c := range f.last.Commands {
+		got = append(got, c.Step+"/"+string(c.Op)+"/"+itoa(c.Attempt))
+	}
+	if strings.Join(got, " ") != strings.Join(commands, " ") {
+		f.t.Fatalf("commands = %v, want %v", got, commands)
+	}
+}
+
+func (f *fixture) stepStatus(name string) StepStatus {
+	_, st := f.state.step(name)
+	return st.Status
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+
+func comp(name, participant string, after ...string) events.Step {
+	return events.Step{Name: name, Participant: participant, Action: "A" + name, Compensation: "U" + name, After: after}
+}
+
+func transfer() []events.Step {
+	return []events.Step{comp("debit", "bank-a"), comp("credit", "bank-b", "debit")}
+}
+
+func TestNextSuccess(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	f.expect(Running, "debit/do/1")
+	if c := f.last.Commands[0]; c.Participant != "bank-a" || c.Action != "Adebit" || c.Retry != events.DefaultRetry {
+		t.Fatalf("command = %+v", c)
+	}
+	if f.state.Pending == nil || len(f.state.Pending.Commands) != 1 {
+		t.Fatalf("pending = %+v", f.state.Pending)
+	}
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Running, "credit/do/1")
+	f.outcome("bank-b", "credit", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Committed)
+	if f.state.Pending != nil {
+		t.Fatalf("pending after commit: %+v", f.state.Pending)
+	}
+}
+
+func TestNextSecondStepFailsCompensatesFirstOnly(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("bank-b", "credit", events.OpDo, 1, events.Failed, "account abnormal")
+	f.expect(Compensating, "debit/undo/2")
+	if !strings.Contains(f.state.Reason, "account abnormal") {
+		t.Fatalf("reason = %q", f.state.Reason)
+	}
+	if c := f.last.Commands[0]; c.Action != "Udebit" {
+		t.Fatalf("undo action = %s", c.Action)
+	}
+	f.outcome("bank-a", "debit", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensated)
+	if f.stepStatus("credit") != StepFailed || f.stepStatus("debit") != StepCompensated {
+		t.Fatalf("steps = %+v", f.state.Steps)
+	}
+}
+
+func TestNextFirstStepFailsNothingToUndo(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Failed, "insufficient balance")
+	f.expect(Compensated)
+	if f.stepStatus("credit") != StepPending {
+		t.Fatal("credit ran")
+	}
+}
+
+func TestNextDuplicatesAndStaleOutcomes(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	before := f.state
+	r := f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	if r.Changed || r.Ignored == "" || len(r.Commands) != 0 || r.State != before {
+		t.Fatalf("duplicate changed something: %+v", r)
+	}
+	r = f.outcome("bank-b", "credit", events.OpDo, 7, events.Succeeded, "")
+	if r.Changed || !strings.Contains(r.Ignored, "stale") {
+		t.Fatalf("future attempt applied: %+v", r)
+	}
+	r = f.outcome("bank-b", "credit", events.OpUndo, 1, events.Compensated, "")
+	if r.Changed {
+		t.Fatalf("wrong op applied: %+v", r)
+	}
+}
+
+func TestNextRejectsForgedOutcomes(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	for _, tc := range []struct {
+		subject, body, step, want string
+	}{
+		{"bank-b", "bank-b", "debit", "belongs to participant \"bank-a\""},
+		{"bank-b", "bank-a", "debit", "published on participant \"bank-b\"'s subject"},
+		{"bank-a", "bank-a", "nosuch", "unknown step"},
+	} {
+		o := events.Outcome{V: 1, SagaID: "s1", Participant: tc.body, Step: tc.step, Op: events.OpDo, Attempt: 1, Status: events.Succeeded}
+		r := f.apply(Input{Kind: events.KindEvent, Participant: tc.subject, Outcome: &o})
+		if !strings.Contains(r.Rejected, tc.want) || !r.Changed {
+			t.Fatalf("%+v: rejected = %q", tc, r.Rejected)
+		}
+		if f.stepStatus("debit") != StepRunning {
+			t.Fatal("forged outcome applied")
+		}
+	}
+	if n := len(f.state.Rejections); n != 3 {
+		t.Fatalf("rejections recorded = %d", n)
+	}
+	// A redelivery of a rejected input is recorded once.
+	f.seq--
+	r := f.apply(Input{Kind: events.KindEvent, Participant: "bank-a", Outcome: &events.Outcome{V: 1, SagaID: "s1", Participant: "bank-a", Step: "nosuch", Op: events.OpDo, Attempt: 1, Status: events.Succeeded}})
+	if r.Changed || len(f.state.Rejections) != 3 {
+		t.Fatalf("redelivered rejection recorded twice: %+v", f.state.Rejections)
+	}
+}
+
+func TestNextUnknownSaga(t *testing.T) {
+	o := events.Outcome{V: 1, SagaID: "zz", Participant: "p", Step: "x", Op: events.OpDo, Attempt: 1, Status: events.Succeeded}
+	r := Next(nil, Input{Kind: events.KindEvent, SagaID: "zz", Participant: "p", Outcome: &o})
+	if r.State != nil || r.Changed || !strings.Contains(r.Rejected, "unknown saga") {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestNextStartIdempotentAndConflicting(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	same := *f.state.Plan
+	r := f.apply(Input{Kind: events.KindStart, Start: &same})
+	if r.Changed || r.Ignored != "duplicate start" {
+		t.Fatalf("%+v", r)
+	}
+	other := same
+	other.Name = "other"
+	r = f.apply(Input{Kind: events.KindStart, Start: &other})
+	if !strings.Contains(r.Rejected, "different plan") || f.state.Name != "test" {
+		t.Fatalf("%+v", r)
+	}
+	mismatch := same
+	mismatch.SagaID = "s2"
+	r = f.apply(Input{Kind: events.KindStart, Start: &mismatch})
+	if !strings.Contains(r.Rejected, "differs from the subject") {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestNextMalformedStartIsFindable(t *testing.T) {
+	_, err := events.DecodeStart([]byte(`{"v":1,"saga_id":"s9","name":"x","steps":[]}`))
+	r := Next(nil, Input{Kind: events.KindStart, SagaID: "s9", Err: err, TimeMS: 5})
+	if r.State == nil || r.State.Status != Rejected || !strings.Contains(r.State.Reason, "steps") {
+		t.Fatalf("%+v", r)
+	}
+	// A valid start may reuse the id of a rejected one.
+	good := events.Start{V: 1, SagaID: "s9", Name: "x", Steps: transfer()}
+	data, _ := good.Encode()
+	decoded, _ := events.DecodeStart(data)
+	r = Next(r.State, Input{Kind: events.KindStart, SagaID: "s9", Start: &decoded, TimeMS: 6})
+	if r.State.Status != Running || len(r.Commands) != 1 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestNextReverseOrderCompensation(t *testing.T) {
+	f := newFixture(t, comp("a", "p"), comp("b", "p", "a"), comp("c", "p", "b"), comp("d", "p", "c"))
+	f.outcome("p", "a", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("p", "b", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("p", "c", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("p", "d", events.OpDo, 1, events.Failed, "no")
+	f.expect(Compensating, "c/undo/2")
+	f.outcome("p", "c", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensating, "b/undo/2")
+	f.outcome("p", "b", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensating, "a/undo/2")
+	f.outcome("p", "a", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensated)
+}
+
+func TestNextParallelStepsOneFails(t *testing.T) {
+	f := newFixture(t, comp("a", "p", []string{}...), comp("b", "q", []string{}...), comp("c", "p", "a", "b"))
+	f.expect(Running, "a/do/1", "b/do/1")
+	f.outcome("p", "a", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Running)
+	f.outcome("q", "b", events.OpDo, 1, events.Failed, "boom")
+	f.expect(Compensating, "a/undo/2")
+	f.outcome("p", "a", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensated)
+
+	// The other order: b fails while a is still running: a's undo goes out
+	// at once (the barrier makes an undo that overtakes its action harmless).
+	f = newFixture(t, comp("a", "p", []string{}...), comp("b", "q", []string{}...), comp("c", "p", "a", "b"))
+	f.outcome("q", "b", events.OpDo, 1, events.Failed, "boom")
+	f.expect(Compensating, "a/undo/2")
+	r := f.outcome("p", "a", events.OpDo, 1, events.Succeeded, "")
+	if r.Changed {
+		t.Fatal("late action outcome applied after its undo was sent")
+	}
+	f.outcome("p", "a", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensated)
+}
+
+func TestNextStepTimeoutCompensatesTheStepToo(t *testing.T) {
+	steps := transfer()
+	steps[1].TimeoutMS = 5000
+	f := newFixture(t, steps...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	if f.last.ScheduleMS == 0 || f.state.TimerMS != f.last.ScheduleMS {
+		t.Fatalf("no timer scheduled: %+v", f.last)
+	}
+	due := f.state.TimerMS
+	r := f.tick(due - 1) // a stale, early tick fires nothing
+	if r.Changed {
+		t.Fatalf("early tick changed the saga: %+v", r)
+	}
+	f.tick(due)
+	f.expect(Compensating, "credit/undo/2")
+	if f.stepStatus("credit") != StepCompensating || !strings.Contains(f.state.Reason, "timed out") {
+		t.Fatalf("%+v", f.state)
+	}
+	f.outcome("bank-b", "credit", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensating, "debit/undo/2")
+	f.outcome("bank-a", "debit", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensated)
+	if f.state.TimerMS != 0 {
+		t.Fatal("terminal saga keeps a timer")
+	}
+	if r := f.tick(due + 10_000); r.Changed {
+		t.Fatal("tick changed a terminal saga")
+	}
+}
+
+func TestNextTimerMovesOnlyEarlier(t *testing.T) {
+	steps := transfer()
+	steps[0].TimeoutMS = 1000
+	steps[1].TimeoutMS = 50_000
+	f := newFixture(t, steps...)
+	first := f.last.ScheduleMS
+	if first == 0 {
+		t.Fatal("no timer")
+	}
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	if f.last.ScheduleMS != 0 {
+		t.Fatal("a later deadline rescheduled the pending timer")
+	}
+	f.tick(first) // fires, nothing due; the credit deadline gets a timer
+	if f.last.ScheduleMS == 0 || f.state.TimerMS != f.last.ScheduleMS {
+		t.Fatalf("credit's deadline not scheduled after the early timer: %+v", f.last)
+	}
+}
+
+func TestNextRetriableStepParksThenRedriveAndSkip(t *testing.T) {
+	steps := []events.Step{
+		comp("reserve", "p"),
+		{Name: "charge", Participant: "q", Action: "Charge", Kind: events.Pivot},
+		{Name: "ship", Participant: "r", Action: "Ship", Kind: events.Retriable, TimeoutMS: 100,
+			Retry: &events.RetryPolicy{MaxAttempts: 2, InitialBackoffMS: 1, MaxBackoffMS: 1}},
+	}
+	f := newFixture(t, steps...)
+	f.outcome("p", "reserve", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("q", "charge", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Running, "ship/do/1")
+	f.tick(f.state.TimerMS)
+	f.expect(Running, "ship/do/2")
+	f.tick(f.state.TimerMS)
+	f.expect(Parked)
+	if f.state.ParkedFrom != Running || !strings.Contains(f.state.Reason, "timed out 2 times") {
+		t.Fatalf("%+v", f.state)
+	}
+	r := f.control(events.Skip, "reserve", "")
+	if !strings.Contains(r.Rejected, "not what parked") {
+		t.Fatalf("%+v", r)
+	}
+	f.control(events.Redrive, "", "")
+	f.expect(Running, "ship/do/3")
+	f.outcome("r", "ship", events.OpDo, 3, events.Failed, "address unknown")
+	f.expect(Parked)
+	f.control(events.Skip, "ship", "shipped by hand")
+	f.expect(Committed)
+	if f.stepStatus("ship") != StepSkipped {
+		t.Fatal(f.stepStatus("ship"))
+	}
+}
+
+func TestNextPivotUnknownParksResolve(t *testing.T) {
+	steps := []events.Step{
+		comp("reserve", "p"),
+		{Name: "charge", Participant: "q", Action: "Charge", Kind: events.Pivot},
+	}
+	f := newFixture(t, steps...)
+	f.outcome("p", "reserve", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("q", "charge", events.OpDo, 1, events.Exhausted, "db down")
+	f.expect(Parked)
+	r := f.control(events.Resolve, "", "charged by hand")
+	if r.Rejected != "" {
+		t.Fatal(r.Rejected)
+	}
+	f.expect(Committed)
+	if f.state.Resolution != "charged by hand" {
+		t.Fatal(f.state.Resolution)
+	}
+	if r := f.control(events.Redrive, "", ""); !strings.Contains(r.Rejected, "not parked") {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestNextPivotFailureCompensates(t *testing.T) {
+	steps := []events.Step{comp("reserve", "p"), {Name: "charge", Participant: "q", Action: "Charge", Kind: events.Pivot}}
+	f := newFixture(t, steps...)
+	f.outcome("p", "reserve", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("q", "charge", events.OpDo, 1, events.Failed, "card declined")
+	f.expect(Compensating, "reserve/undo/2")
+}
+
+func TestNextCompensationExhaustedParksAndRedrives(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("bank-b", "credit", events.OpDo, 1, events.Failed, "abnormal")
+	f.outcome("bank-a", "debit", events.OpUndo, 2, events.Exhausted, "db down")
+	f.expect(Parked)
+	if f.state.ParkedFrom != Compensating {
+		t.Fatal(f.state.ParkedFrom)
+	}
+	f.control(events.Redrive, "", "")
+	f.expect(Compensating, "debit/undo/3")
+	f.outcome("bank-a", "debit", events.OpUndo, 3, events.Compensated, "")
+	f.expect(Compensated)
+}
+
+func TestNextDeadline(t *testing.T) {
+	start := events.Start{V: 1, SagaID: "s1", Name: "t", DeadlineMS: 3000, Steps: transfer()}
+	data, _ := start.Encode()
+	decoded, _ := events.DecodeStart(data)
+	f := &fixture{t: t, now: 1000}
+	f.apply(Input{Kind: events.KindStart, Start: &decoded})
+	if f.last.ScheduleMS != f.state.DeadlineMS {
+		t.Fatalf("deadline not scheduled: %+v", f.last)
+	}
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.tick(f.state.DeadlineMS)
+	f.expect(Compensating, "credit/undo/2") // debit waits for credit's undo
+}
+
+func TestNextAnonymousRejection(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	o := events.Outcome{V: 1, SagaID: "s1", Participant: "bank-a", Status: events.Rejected, Reason: "bad json"}
+	f.apply(Input{Kind: events.KindEvent, Participant: "bank-a", Outcome: &o})
+	f.expect(Compensated)
+	if f.stepStatus("debit") != StepFailed {
+		t.Fatal(f.stepStatus("debit"))
+	}
+}
+
+func TestNextDoesNotModifyPrevious(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	prev := f.state
+	snapshot, _ := EncodeState(prev)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	after, _ := EncodeState(prev)
+	if string(snapshot) != string(after) {
+		t.Fatal("Next modified its input state")
+	}
+}
