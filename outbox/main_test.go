@@ -31,6 +31,7 @@ const (
 // migrated, an embedded NATS server with the test stream, and a
 // connection to it.
 type bundle struct {
+	url  string
 	pool *pgxpool.Pool
 	ob   *Outbox
 	srv  *devenv.NATSServer
@@ -39,13 +40,37 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	b := &bundle{pool: testenv.Postgres(t), ob: defaultOutbox, srv: testenv.NATS(t)}
+	url := testenv.PostgresURL(t)
+	b := &bundle{url: url, pool: openPool(t, url, 8), srv: testenv.NATS(t)}
+	// A private Outbox on the default table: Notify on it wakes this
+	// test's relays only.
+	var err error
+	if b.ob, err = New(Config{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := Migrate(t.Context(), b.pool); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	_, b.js = testenv.Connect(t, b.srv.URL())
 	createStream(t, b.js)
 	return b
+}
+
+// openPool opens a pool of up to maxConns connections on url, closed when
+// the test ends.
+func openPool(t testing.TB, url string, maxConns int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("open pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 func createStream(t *testing.T, js jetstream.JetStream) {
