@@ -91,7 +91,6 @@ func (f *fixture) stepStatus(name string) StepStatus {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-
 func comp(name, participant string, after ...string) events.Step {
 	return events.Step{Name: name, Participant: participant, Action: "A" + name, Compensation: "U" + name, After: after}
 }

@@ -1,0 +1,496 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+)
+
+// Errors returned by the client.
+var (
+	// ErrNotFound: no saga has this id (or its start has not been processed yet).
+	ErrNotFound = errors.New("saga not found")
+	// ErrPlanConflict: the saga id was already started with a different plan.
+	ErrPlanConflict = errors.New("saga id already started with a different plan")
+	// ErrNotParked: an operator action needs a parked saga.
+	ErrNotParked = errors.New("saga is not parked")
+)
+
+// Client starts sagas and reads their state. It is safe for concurrent use;
+// all Waits of one client share one watch of the state bucket.
+type Client struct {
+	js jetstream.JetStream
+	ns events.Namespace
+
+	mu      sync.Mutex
+	kv      jetstream.KeyValue
+	watcher jetstream.KeyWatcher
+	waiters map[string]map[chan struct{}]struct{}
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewClient returns a client for namespace ns (the zero Namespace means
+// events.Default). Close releases its watch.
+func NewClient(js jetstream.JetStream, ns events.Namespace) *Client {
+	if ns == (events.Namespace{}) {
+		ns = events.Default
+	}
+	return &Client{js: js, ns: ns, waiters: map[string]map[chan struct{}]struct{}{}, done: make(chan struct{})}
+}
+
+// Namespace returns the client's namespace.
+func (c *Client) Namespace() events.Namespace { return c.ns }
+
+// Close stops the client's shared watch.
+func (c *Client) Close() {
+	c.mu.Lock()
+	select {
+	case <-c.done:
+	default:
+		close(c.done)
+	}
+	w := c.watcher
+	c.watcher = nil
+	c.mu.Unlock()
+	if w != nil {
+		_ = w.Stop()
+	}
+	c.wg.Wait()
+}
+
+func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kv != nil {
+		return c.kv, nil
+	}
+	kv, err := c.js.KeyValue(ctx, c.ns.StateBucket())
+	if err != nil {
+		return nil, fmt.Errorf("state bucket %s: %w", c.ns.StateBucket(), err)
+	}
+	c.kv = kv
+	return kv, nil
+}
+
+// Start validates the plan and publishes its start message; it returns the
+// saga id. Starting an id again with the same plan does nothing and returns
+// the id; with a different plan it returns ErrPlanConflict.
+func (c *Client) Start(ctx context.Context, plan *Plan) (string, error) {
+	start, err := plan.Build()
+	if err != nil {
+		return "", err
+	}
+	return start.SagaID, c.StartMessage(ctx, start)
+}
+
+// StartMessage publishes a start message built elsewhere (for instance
+// decoded from JSON), with the same checks as Start.
+func (c *Client) StartMessage(ctx context.Context, start events.Start) error {
+	start.V = events.Version
+	data, err := start.Encode()
+	if err != nil {
+		return err
+	}
+	if err := c.sameAsStored(ctx, start.SagaID, data); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			err = nil
+		} else {
+			return err
+		}
+	} else {
+		return nil // already started with this plan
+	}
+	m := nats.NewMsg(c.ns.Start(start.SagaID))
+	m.Data = data
+	m.Header.Set(events.HeaderMsgID, events.StartMsgID(start.SagaID))
+	m.Header.Set(events.HeaderSagaID, start.SagaID)
+	ack, err := c.js.PublishMsg(ctx, m)
+	if err != nil {
+		return fmt.Errorf("publish start of saga %s: %w", start.SagaID, err)
+	}
+	if ack.Duplicate { // a concurrent start of the same id won the race
+		return c.sameAsStored(ctx, start.SagaID, data)
+	}
+	return nil
+}
+
+// sameAsStored compares a start message with the one stored for its saga:
+// nil if equal, ErrPlanConflict if not, ErrNotFound if there is none.
+func (c *Client) sameAsStored(ctx context.Context, id string, data []byte) error {
+	stream, err := c.js.Stream(ctx, c.ns.SagasStream())
+	if err != nil {
+		return fmt.Errorf("sagas stream %s: %w", c.ns.SagasStream(), err)
+	}
+	raw, err := stream.GetLastMsgForSubject(ctx, c.ns.Start(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read start of saga %s: %w", id, err)
+	}
+	stored, err := events.DecodeStart(raw.Data)
+	if err != nil {
+		return fmt.Errorf("%w (the stored start is invalid: %v)", ErrPlanConflict, err)
+	}
+	want, _ := events.DecodeStart(data)
+	h1, err1 := PlanHash(&stored)
+	h2, err2 := PlanHash(&want)
+	if err1 != nil || err2 != nil || h1 != h2 {
+		return fmt.Errorf("%w: %s", ErrPlanConflict, id)
+	}
+	return nil
+}
+
+// Get returns the saga's current state, or ErrNotFound.
+func (c *Client) Get(ctx context.Context, id string) (*State, error) {
+	if err := events.ValidToken(id); err != nil {
+		return nil, fmt.Errorf("saga id %q %v", id, err)
+	}
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return DecodeState(e.Value())
+}
+
+// Wait returns the saga's state once it is terminal or parked (a parked saga
+// needs an operator: waiting longer would wait for a person). It watches the
+// state bucket — one watch shared by every Wait of this client — and does
+// not poll. A saga that does not exist yet is waited for.
+func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
+	ch, err := c.subscribe(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer c.unsubscribe(id, ch)
+	for {
+		st, err := c.Get(ctx, id)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if st != nil && (st.Status.Terminal() || st.Status == Parked) {
+			return st, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-c.done:
+			return st, errors.New("orchestrator: client closed")
+		}
+	}
+}
+
+func (c *Client) subscribe(ctx context.Context, id string) (chan struct{}, error) {
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		return nil, errors.New("orchestrator: client closed")
+	default:
+	}
+	if c.watcher == nil {
+		w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+		if err != nil {
+			return nil, fmt.Errorf("watch state bucket: %w", err)
+		}
+		c.watcher = w
+		c.wg.Add(1)
+		go c.dispatch(w)
+	}
+	set := c.waiters[id]
+	if set == nil {
+		set = map[chan struct{}]struct{}{}
+		c.waiters[id] = set
+	}
+	set[ch] = struct{}{}
+	return ch, nil
+}
+
+func (c *Client) unsubscribe(id string, ch chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.waiters[id], ch)
+	if len(c.waiters[id]) == 0 {
+		delete(c.waiters, id)
+	}
+}
+
+// dispatch wakes the waiters of every key the shared watch reports.
+func (c *Client) dispatch(w jetstream.KeyWatcher) {
+	defer c.wg.Done()
+	for e := range w.Updates() {
+		if e == nil {
+			continue
+		}
+		c.mu.Lock()
+		for ch := range c.waiters[e.Key()] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// ListFilter selects sagas for List.
+type ListFilter struct {
+	// Status keeps only sagas in this status ("" keeps all).
+	Status Status
+	// Limit bounds the result (0: no bound).
+	Limit int
+}
+
+// List returns the sagas that pass the filter, newest first.
+func (c *Client) List(ctx context.Context, f ListFilter) ([]*State, error) {
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*State
+	for key := range keys.Keys() {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			_ = keys.Stop()
+			return nil, err
+		}
+		st, err := DecodeState(e.Value())
+		if err != nil {
+			continue
+		}
+		if f.Status == "" || st.Status == f.Status {
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].StartedMS != out[j].StartedMS {
+			return out[i].StartedMS > out[j].StartedMS
+		}
+		return out[i].SagaID > out[j].SagaID
+	})
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, nil
+}
+
+// Redrive resumes a parked saga: the step that parked it is sent again with
+// a fresh retry budget.
+func (c *Client) Redrive(ctx context.Context, id string) error {
+	return c.control(ctx, events.Control{SagaID: id, Action: events.Redrive})
+}
+
+// Skip marks the step that parked a saga as done by hand and resumes it.
+func (c *Client) Skip(ctx context.Context, id, step, note string) error {
+	return c.control(ctx, events.Control{SagaID: id, Action: events.Skip, Step: step, Note: note})
+}
+
+// Resolve ends a parked saga with the operator's note.
+func (c *Client) Resolve(ctx context.Context, id, note string) error {
+	return c.control(ctx, events.Control{SagaID: id, Action: events.Resolve, Note: note})
+}
+
+func (c *Client) control(ctx context.Context, ctl events.Control) error {
+	st, err := c.Get(ctx, ctl.SagaID)
+	if err != nil {
+		return err
+	}
+	if st.Status != Parked {
+		return fmt.Errorf("%w: %s is %s", ErrNotParked, ctl.SagaID, st.Status)
+	}
+	ctl.V = events.Version
+	ctl.ID = uuid.NewString()
+	data, err := ctl.Encode()
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(c.ns.Control(ctl.SagaID))
+	m.Data = data
+	m.Header.Set(events.HeaderMsgID, events.ControlMsgID(ctl.SagaID, ctl.ID))
+	m.Header.Set(events.HeaderSagaID, ctl.SagaID)
+	_, err = c.js.PublishMsg(ctx, m)
+	return err
+}
+
+// TimelineEntry is one message of a saga, from either stream.
+type TimelineEntry struct {
+	Stream  string          `json:"stream"`
+	Seq     uint64          `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Subject string          `json:"subject"`
+	Kind    events.Kind     `json:"kind"`
+	Summary string          `json:"summary"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// Timeline returns every message of a saga in both streams (start, commands,
+// outcomes, timers, operator actions), in time order.
+func (c *Client) Timeline(ctx context.Context, id string) ([]TimelineEntry, error) {
+	if err := events.ValidToken(id); err != nil {
+		return nil, fmt.Errorf("saga id %q %v", id, err)
+	}
+	var out []TimelineEntry
+	for _, src := range []struct {
+		stream  string
+		filters []string
+	}{
+		{c.ns.SagasStream(), c.ns.SagaSubjects(id)},
+		{c.ns.CommandsStream(), []string{c.ns.Prefix() + ".cmd.*." + id}},
+	} {
+		msgs, err := readAll(ctx, c.js, src.stream, src.filters)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			meta, _ := m.Metadata()
+			sub, _ := c.ns.Parse(m.Subject())
+			out = append(out, TimelineEntry{Stream: src.stream, Seq: meta.Sequence.Stream, Time: meta.Timestamp,
+				Subject: m.Subject(), Kind: sub.Kind, Summary: summarize(sub.Kind, m.Data()), Data: jsonOrNil(m.Data())})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, nil
+}
+
+func jsonOrNil(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return append(json.RawMessage(nil), b...)
+	}
+	return nil
+}
+
+// summarize renders one message as a short line for people.
+func summarize(kind events.Kind, data []byte) string {
+	switch kind {
+	case events.KindStart:
+		s, err := events.DecodeStart(data)
+		if err != nil {
+			return "invalid start: " + err.Error()
+		}
+		return fmt.Sprintf("start %s (%d steps)", s.Name, len(s.Steps))
+	case events.KindCommand:
+		cmd, err := events.DecodeCommand(data)
+		if err != nil {
+			return "invalid command: " + err.Error()
+		}
+		return fmt.Sprintf("command %s %s %s → %s (attempt %d)", cmd.Step, cmd.Op, cmd.Action, cmd.Participant, cmd.Attempt)
+	case events.KindEvent:
+		o, err := events.DecodeOutcome(data)
+		if err != nil {
+			return "invalid outcome: " + err.Error()
+		}
+		s := fmt.Sprintf("outcome %s %s %s from %s (attempt %d)", o.Step, o.Op, o.Status, o.Participant, o.Attempt)
+		if o.Reason != "" {
+			s += ": " + o.Reason
+		}
+		return s
+	case events.KindTick:
+		t, err := events.DecodeTick(data)
+		if err != nil {
+			return "invalid tick: " + err.Error()
+		}
+		return "timer due " + time.UnixMilli(t.DueMS).UTC().Format(time.RFC3339Nano)
+	case events.KindControl:
+		ctl, err := events.DecodeControl(data)
+		if err != nil {
+			return "invalid operator action: " + err.Error()
+		}
+		s := "operator " + string(ctl.Action)
+		if ctl.Step != "" {
+			s += " " + ctl.Step
+		}
+		if ctl.Note != "" {
+			s += ": " + ctl.Note
+		}
+		return s
+	}
+	return string(kind)
+}
+
+// readAll reads every message of a stream that matches filters, with an
+// ephemeral consumer, and returns them in stream order.
+func readAll(ctx context.Context, js jetstream.JetStream, stream string, filters []string) ([]jetstream.Msg, error) {
+	var out []jetstream.Msg
+	err := scan(ctx, js, stream, filters, func(m jetstream.Msg) error {
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+// scan calls f for every message of a stream that matches filters, in
+// stream order, up to the last message present when it starts.
+func scan(ctx context.Context, js jetstream.JetStream, stream string, filters []string, f func(jetstream.Msg) error) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubjects:    filters,
+		AckPolicy:         jetstream.AckNonePolicy,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", stream, err)
+	}
+	defer func() { _ = s.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
+	pending := cons.CachedInfo().NumPending
+	for pending > 0 {
+		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			pending = meta.NumPending
+			if err := f(m); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("read %s: no progress with %d messages pending", stream, pending)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,428 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+)
+
+// Config configures a Coordinator. Only JetStream is required.
+type Config struct {
+	// JetStream is the connection the coordinator uses. Required.
+	JetStream jetstream.JetStream
+	// Namespace of the deployment. Default events.Default.
+	Namespace events.Namespace
+	// Streams are the options EnsureStreams applies at start. Default: one
+	// replica, 7 days max age.
+	Streams events.StreamOptions
+	// SkipEnsureStreams leaves stream and bucket management to the operator
+	// (the streams must exist). Default false: Run creates or updates them.
+	SkipEnsureStreams bool
+	// Workers is the number of sagas an instance works on at once. Messages
+	// of one saga are handled in order by one worker. Default 64.
+	Workers int
+	// AckWait is how long a message may stay unacknowledged before
+	// JetStream redelivers it. Default 30s.
+	AckWait time.Duration
+	// MaxAckPending bounds the messages in flight per consumer (shared by all
+	// instances). Default 8192.
+	MaxAckPending int
+	// CacheSize bounds the states kept in memory per instance. Default 16384.
+	CacheSize int
+	// Logger receives rejections and errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.JetStream == nil {
+		return errors.New("orchestrator: Config.JetStream is required")
+	}
+	if c.Namespace == (events.Namespace{}) {
+		c.Namespace = events.Default
+	}
+	if c.Workers < 0 {
+		return fmt.Errorf("orchestrator: Config.Workers is %d, must be >= 0 (0 means 64)", c.Workers)
+	}
+	if c.Workers == 0 {
+		c.Workers = 64
+	}
+	if c.AckWait < 0 {
+		return fmt.Errorf("orchestrator: Config.AckWait is %v, must be >= 0 (0 means 30s)", c.AckWait)
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 8192
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = 16384
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Stats are counters of a coordinator instance since it started.
+type Stats struct {
+	Processed uint64 // messages handled and acked
+	Applied   uint64 // messages that changed a saga
+	Ignored   uint64 // duplicates and stale inputs
+	Rejected  uint64 // invalid inputs (recorded in the saga when it exists)
+	Conflicts uint64 // compare-and-set conflicts with another instance
+	Commands  uint64 // commands published
+	Timers    uint64 // timers scheduled
+	Errors    uint64 // transient errors (the message is redelivered)
+}
+
+// Coordinator consumes the sagas stream and drives every saga. Any number of
+// instances may run against one deployment; they share one durable consumer.
+type Coordinator struct {
+	cfg   Config
+	ns    events.Namespace
+	js    jetstream.JetStream
+	log   *slog.Logger
+	stats struct {
+		processed, applied, ignored, rejected, conflicts, commands, timers, errors atomic.Uint64
+	}
+}
+
+// NewCoordinator validates cfg and returns a coordinator; Run starts it.
+func NewCoordinator(cfg Config) (*Coordinator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Coordinator{cfg: cfg, ns: cfg.Namespace, js: cfg.JetStream, log: cfg.Logger}, nil
+}
+
+// Stats returns the instance's counters.
+func (c *Coordinator) Stats() Stats {
+	s := &c.stats
+	return Stats{Processed: s.processed.Load(), Applied: s.applied.Load(), Ignored: s.ignored.Load(),
+		Rejected: s.rejected.Load(), Conflicts: s.conflicts.Load(), Commands: s.commands.Load(),
+		Timers: s.timers.Load(), Errors: s.errors.Load()}
+}
+
+// Run consumes until ctx is done, then stops fetching, finishes the messages
+// it holds and returns. It returns an error only if it cannot start.
+func (c *Coordinator) Run(ctx context.Context) error {
+	if !c.cfg.SkipEnsureStreams {
+		if err := EnsureStreams(ctx, c.js, c.ns, c.cfg.Streams); err != nil {
+			return err
+		}
+	}
+	kv, err := c.js.KeyValue(ctx, c.ns.StateBucket())
+	if err != nil {
+		return fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.ns.SagasStream(), jetstream.ConsumerConfig{
+		Durable:        c.ns.CoordinatorConsumer(),
+		Description:    "jetsaga coordinators",
+		FilterSubjects: c.ns.CoordinatorFilters(),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.cfg.AckWait,
+		MaxAckPending:  c.cfg.MaxAckPending,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("orchestrator: consumer on %s: %w", c.ns.SagasStream(), err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(c.cfg.MaxAckPending, 4*c.cfg.Workers+64)))
+	if err != nil {
+		return fmt.Errorf("orchestrator: consume %s: %w", c.ns.SagasStream(), err)
+	}
+	var wg sync.WaitGroup
+	queues := make([]chan jetstream.Msg, c.cfg.Workers)
+	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
+	for i := range queues {
+		queues[i] = make(chan jetstream.Msg, 64)
+		w := &worker{c: c, kv: kv, cache: newStateCache(perWorker)}
+		wg.Add(1)
+		go func(q <-chan jetstream.Msg) {
+			defer wg.Done()
+			for msg := range q {
+				w.handle(msg)
+			}
+		}(queues[i])
+	}
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				c.log.Error("coordinator: fetching stopped", "err", err)
+				it.Stop()
+			}
+			break
+		}
+		queues[shard(msg.Subject(), len(queues))] <- msg
+	}
+	for _, q := range queues {
+		close(q)
+	}
+	wg.Wait()
+	return nil
+}
+
+// shard maps a message to the worker that owns its saga: the saga id is the
+// last token of every input subject.
+func shard(subject string, n int) int {
+	i := len(subject) - 1
+	for i >= 0 && subject[i] != '.' {
+		i--
+	}
+	h := fnv.New32a()
+	h.Write([]byte(subject[i+1:]))
+	return int(h.Sum32() % uint32(n))
+}
+
+// worker handles the messages of the sagas it owns, one at a time.
+type worker struct {
+	c     *Coordinator
+	kv    jetstream.KeyValue
+	cache *stateCache
+}
+
+const opTimeout = 10 * time.Second
+
+func (w *worker) handle(msg jetstream.Msg) {
+	c := w.c
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	meta, err := msg.Metadata()
+	if err != nil {
+		c.log.Error("coordinator: message without metadata", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	in, ok := DecodeInput(c.ns, msg.Subject(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+	if !ok {
+		c.stats.rejected.Add(1)
+		c.log.Warn("coordinator: message on a subject that names no saga", "subject", msg.Subject(), "seq", meta.Sequence.Stream)
+		_ = msg.Term()
+		return
+	}
+	if err := w.apply(ctx, in); err != nil {
+		c.stats.errors.Add(1)
+		c.log.Warn("coordinator: will retry", "saga", in.SagaID, "seq", in.Seq, "err", err)
+		_ = msg.NakWithDelay(backoff(meta.NumDelivered))
+		return
+	}
+	c.stats.processed.Add(1)
+	_ = msg.Ack()
+}
+
+func backoff(delivered uint64) time.Duration {
+	d := 50 * time.Millisecond << min(delivered, 7)
+	return min(d, 5*time.Second)
+}
+
+// apply runs one input through the state machine: load (flushing what a
+// previous transition may have left unpublished), Next, compare-and-set
+// write, publish.
+func (w *worker) apply(ctx context.Context, in Input) error {
+	c := w.c
+	for try := 0; ; try++ {
+		e, err := w.load(ctx, in.SagaID)
+		if err != nil {
+			return err
+		}
+		if err := w.flush(ctx, e); err != nil {
+			return err
+		}
+		res := Next(e.state, in)
+		if !res.Changed {
+			// A cached state may be behind another instance's writes:
+			// confirm with the bucket before dropping an input.
+			if e.cached && try == 0 && (e.state == nil || !e.state.Status.Terminal()) {
+				w.cache.drop(in.SagaID)
+				continue
+			}
+			if res.Rejected != "" {
+				c.stats.rejected.Add(1)
+				c.log.Warn("coordinator: input rejected", "saga", in.SagaID, "kind", in.Kind, "seq", in.Seq, "reason", res.Rejected)
+			} else {
+				c.stats.ignored.Add(1)
+			}
+			return nil
+		}
+		data, err := EncodeState(res.State)
+		if err != nil {
+			return err
+		}
+		var rev uint64
+		if e.rev == 0 {
+			rev, err = w.kv.Create(ctx, in.SagaID, data)
+		} else {
+			rev, err = w.kv.Update(ctx, in.SagaID, data, e.rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			c.stats.conflicts.Add(1)
+			w.cache.drop(in.SagaID)
+			if try > 50 {
+				return fmt.Errorf("state of saga %s: compare-and-set lost %d times", in.SagaID, try)
+			}
+			continue
+		}
+		if err != nil {
+			w.cache.drop(in.SagaID)
+			return fmt.Errorf("write state of saga %s: %w", in.SagaID, err)
+		}
+		if res.Rejected != "" {
+			c.stats.rejected.Add(1)
+			c.log.Warn("coordinator: input rejected", "saga", in.SagaID, "kind", in.Kind, "seq", in.Seq, "reason", res.Rejected)
+		} else {
+			c.stats.applied.Add(1)
+		}
+		ne := &cacheEntry{state: res.State, rev: rev}
+		w.cache.put(in.SagaID, ne)
+		return w.flush(ctx, ne)
+	}
+}
+
+// load returns the saga's state and revision, from the cache or the bucket.
+func (w *worker) load(ctx context.Context, id string) (*cacheEntry, error) {
+	if e := w.cache.get(id); e != nil {
+		return e, nil
+	}
+	kve, err := w.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return &cacheEntry{flushed: true}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state of saga %s: %w", id, err)
+	}
+	st, err := DecodeState(kve.Value())
+	if err != nil {
+		return nil, fmt.Errorf("decode state of saga %s: %w", id, err)
+	}
+	e := &cacheEntry{state: st, rev: kve.Revision()}
+	w.cache.put(id, e)
+	e.cached = false
+	return e, nil
+}
+
+// flush publishes the pending output of the state's last transition, unless
+// this instance already did. Message ids make it idempotent.
+func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
+	if e.flushed || e.state == nil || e.state.Pending == nil {
+		e.flushed = true
+		return nil
+	}
+	if err := w.c.publish(ctx, e.state.SagaID, e.state.Pending); err != nil {
+		return err
+	}
+	e.flushed = true
+	return nil
+}
+
+// publish sends commands and the timer of one transition and waits for
+// every acknowledgement.
+func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(p.Commands)+1)
+	for i := range p.Commands {
+		cmd := &p.Commands[i]
+		data, err := cmd.Encode()
+		if err != nil {
+			return fmt.Errorf("encode command: %w", err)
+		}
+		m := nats.NewMsg(c.ns.Command(cmd.Participant, cmd.SagaID))
+		m.Data = data
+		m.Header.Set(events.HeaderMsgID, events.CommandMsgID(cmd.SagaID, cmd.Step, cmd.Op, cmd.Attempt))
+		m.Header.Set(events.HeaderSagaID, cmd.SagaID)
+		m.Header.Set(events.HeaderStep, cmd.Step)
+		m.Header.Set(events.HeaderOp, string(cmd.Op))
+		m.Header.Set(events.HeaderAttempt, fmt.Sprint(cmd.Attempt))
+		m.Header.Set(events.HeaderParticipant, cmd.Participant)
+		f, err := c.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish command: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	if p.ScheduleMS != 0 {
+		tick := events.Tick{V: events.Version, SagaID: sagaID, DueMS: p.ScheduleMS}
+		data, err := tick.Encode()
+		if err != nil {
+			return err
+		}
+		m := nats.NewMsg(c.ns.Schedule(sagaID))
+		m.Data = data
+		// Schedules have a one-second resolution: round up, never fire early.
+		at := time.UnixMilli(p.ScheduleMS + 999).UTC().Truncate(time.Second)
+		m.Header.Set(jetstream.ScheduleHeader, "@at "+at.Format(time.RFC3339))
+		m.Header.Set(jetstream.ScheduleTargetHeader, c.ns.Tick(sagaID))
+		m.Header.Set(events.HeaderMsgID, events.TickMsgID(sagaID, p.ScheduleMS))
+		m.Header.Set(events.HeaderSagaID, sagaID)
+		f, err := c.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("schedule timer: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c.stats.commands.Add(uint64(len(p.Commands)))
+	if p.ScheduleMS != 0 {
+		c.stats.timers.Add(1)
+	}
+	return nil
+}
+
+// stateCache is a worker's bounded cache of saga states. A worker owns its
+// sagas, so the cache needs no lock.
+type stateCache struct {
+	max     int
+	entries map[string]*cacheEntry
+}
+
+type cacheEntry struct {
+	state   *State // nil: no saga
+	rev     uint64 // 0: no key
+	flushed bool   // this instance published state.Pending
+	cached  bool   // served from the cache (may be behind another instance)
+}
+
+func newStateCache(max int) *stateCache {
+	return &stateCache{max: max, entries: make(map[string]*cacheEntry, max)}
+}
+
+func (c *stateCache) get(id string) *cacheEntry {
+	e := c.entries[id]
+	if e != nil {
+		e.cached = true
+	}
+	return e
+}
+
+func (c *stateCache) put(id string, e *cacheEntry) {
+	if _, ok := c.entries[id]; !ok && len(c.entries) >= c.max {
+		for k := range c.entries { // evict one arbitrary entry
+			delete(c.entries, k)
+			break
+		}
+	}
+	c.entries[id] = e
+}
+
+func (c *stateCache) drop(id string) { delete(c.entries, id) }

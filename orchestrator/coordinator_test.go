@@ -1,0 +1,371 @@
+package orchestrator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/testenv"
+	"github.com/jetsaga/jetsaga/orchestrator"
+)
+
+// bundle is one test's NATS server, connection and client.
+type bundle struct {
+	t      *testing.T
+	srv    interface{ URL() string }
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	client *orchestrator.Client
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	srv := testenv.NATS(t)
+	nc, js := testenv.Connect(t, srv.URL())
+	ctx := context.Background()
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	client := orchestrator.NewClient(js, events.Default)
+	t.Cleanup(client.Close)
+	return &bundle{t: t, srv: srv, nc: nc, js: js, client: client}
+}
+
+// runCoordinator runs a coordinator until the returned stop is called (or
+// the test ends).
+func (b *bundle) runCoordinator(js jetstream.JetStream) (stop func(), c *orchestrator.Coordinator) {
+	b.t.Helper()
+	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: js, Workers: 16,
+		AckWait: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.t.Errorf("coordinator: %v", err)
+			}
+		})
+	}
+	b.t.Cleanup(stop)
+	return stop, c
+}
+
+// decision is what a scripted participant answers to a command; drop means
+// no answer at all.
+type decision struct {
+	status events.Status
+	reason string
+	drop   bool
+}
+
+// responder is a scripted participant speaking the wire protocol directly:
+// it consumes its commands and publishes outcomes with the protocol's
+// message ids. Tests of the coordinator alone use it; the bank participants
+// are used in the end-to-end tests.
+type responder struct {
+	mu   sync.Mutex
+	seen []events.Command
+}
+
+func (b *bundle) respond(participant string, decide func(events.Command) decision) *responder {
+	b.t.Helper()
+	r := &responder{}
+	ctx := context.Background()
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, events.Default.CommandsStream(), jetstream.ConsumerConfig{
+		Durable: "test_" + participant, FilterSubject: events.Default.CommandFilter(participant),
+		AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		cmd, err := events.DecodeCommand(m.Data())
+		if err != nil {
+			b.t.Errorf("responder: %v", err)
+			_ = m.Term()
+			return
+		}
+		r.mu.Lock()
+		r.seen = append(r.seen, cmd)
+		r.mu.Unlock()
+		d := decide(cmd)
+		if d.drop {
+			_ = m.Ack()
+			return
+		}
+		if d.status == "" {
+			d.status = events.Succeeded
+			if cmd.Op == events.OpUndo {
+				d.status = events.Compensated
+			}
+		}
+		o := events.Outcome{V: 1, SagaID: cmd.SagaID, Participant: participant, Step: cmd.Step, Op: cmd.Op,
+			Attempt: cmd.Attempt, Status: d.status, Reason: d.reason}
+		data, _ := o.Encode()
+		msg := nats.NewMsg(events.Default.Event(participant, cmd.SagaID))
+		msg.Data = data
+		msg.Header.Set(events.HeaderMsgID, events.OutcomeMsgID(&o, 0))
+		if _, err := b.js.PublishMsg(ctx, msg); err != nil {
+			_ = m.Nak()
+			return
+		}
+		_ = m.Ack()
+	})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(cc.Stop)
+	return r
+}
+
+func (r *responder) commands() []events.Command {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]events.Command(nil), r.seen...)
+}
+
+func ok(events.Command) decision { return decision{} }
+
+func (b *bundle) wait(id string, want orchestrator.Status) *orchestrator.State {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := b.client.Wait(ctx, id)
+	if err != nil {
+		b.t.Fatalf("wait %s: %v (state %+v)", id, err, st)
+	}
+	if st.Status != want {
+		b.t.Fatalf("saga %s is %s (%s), want %s", id, st.Status, st.Reason, want)
+	}
+	return st
+}
+
+func transferPlan(id string, opts ...orchestrator.StepOption) *orchestrator.Plan {
+	return orchestrator.NewPlan("transfer").ID(id).
+		Step("debit", "bank-a", "TransOut", "TransOutCompensate", map[string]any{"user": 1, "amount": "30.00"}).
+		Step("credit", "bank-b", "TransIn", "TransInCompensate", map[string]any{"user": 2, "amount": "30.00"}, opts...)
+}
+
+func TestCoordinatorCommitAndCompensate(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", func(c events.Command) decision {
+		if c.SagaID == "fails" && c.Op == events.OpDo {
+			return decision{status: events.Failed, reason: "account abnormal"}
+		}
+		return decision{}
+	})
+	ctx := context.Background()
+	for _, id := range []string{"works", "fails"} {
+		if _, err := b.client.Start(ctx, transferPlan(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.wait("works", orchestrator.Committed)
+	st := b.wait("fails", orchestrator.Compensated)
+	if st.Steps[0].Status != orchestrator.StepCompensated || st.Steps[1].Status != orchestrator.StepFailed {
+		t.Fatalf("steps: %+v", st.Steps)
+	}
+	tl, err := b.client.Timeline(ctx, "fails")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// start, debit do, debit ok, credit do, credit failed, debit undo, debit compensated
+	if len(tl) != 7 {
+		for _, e := range tl {
+			t.Log(e.Stream, e.Summary)
+		}
+		t.Fatalf("timeline has %d entries, want 7", len(tl))
+	}
+}
+
+func TestClientStartIdempotentAndConflict(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if _, err := b.client.Start(ctx, transferPlan("dup")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Start(ctx, transferPlan("dup")); err != nil {
+		t.Fatalf("same plan again: %v", err)
+	}
+	_, err := b.client.Start(ctx, transferPlan("dup", orchestrator.Timeout(time.Second)))
+	if !errors.Is(err, orchestrator.ErrPlanConflict) {
+		t.Fatalf("different plan: %v", err)
+	}
+	_, err = b.client.Start(ctx, orchestrator.NewPlan("x").Step("a", "p", "A", "", nil))
+	var fe *events.FieldError
+	if !errors.As(err, &fe) || fe.Field != "steps[0].compensation" {
+		t.Fatalf("invalid plan: %v", err)
+	}
+	if _, err := b.client.Get(ctx, "nope"); !errors.Is(err, orchestrator.ErrNotFound) {
+		t.Fatalf("Get unknown: %v", err)
+	}
+}
+
+func TestCoordinatorParallelStepsOneFails(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runCoordinator(b.js)
+	ra := b.respond("a", ok)
+	b.respond("b", func(c events.Command) decision {
+		if c.Op == events.OpDo {
+			time.Sleep(50 * time.Millisecond) // a answers first
+			return decision{status: events.Failed, reason: "no stock"}
+		}
+		return decision{}
+	})
+	rc := b.respond("c", ok)
+	plan := orchestrator.NewPlan("dag").ID("dag1").
+		Step("a", "a", "A", "UA", nil, orchestrator.After()).
+		Step("b", "b", "B", "UB", nil, orchestrator.After()).
+		Step("c", "c", "C", "UC", nil, orchestrator.After("a", "b"))
+	if _, err := b.client.Start(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	st := b.wait("dag1", orchestrator.Compensated)
+	if st.Steps[0].Status != orchestrator.StepCompensated || st.Steps[1].Status != orchestrator.StepFailed || st.Steps[2].Status != orchestrator.StepPending {
+		t.Fatalf("steps: %+v", st.Steps)
+	}
+	if len(rc.commands()) != 0 {
+		t.Fatal("c ran")
+	}
+	if got := ra.commands(); len(got) != 2 || got[1].Op != events.OpUndo {
+		t.Fatalf("a got %+v", got)
+	}
+}
+
+// TestCoordinatorTimeoutWhileDown: a participant never answers; the step's
+// timer falls due while no coordinator runs; the restarted coordinator
+// compensates the step (and the one before it).
+func TestCoordinatorTimeoutWhileDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stop, _ := b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	var undone atomic.Int32
+	b.respond("bank-b", func(c events.Command) decision {
+		if c.Op == events.OpDo {
+			return decision{drop: true}
+		}
+		undone.Add(1)
+		return decision{}
+	})
+	ctx := context.Background()
+	if _, err := b.client.Start(ctx, transferPlan("slow", orchestrator.Timeout(time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, err := b.client.Get(ctx, "slow")
+		if err != nil {
+			return err
+		}
+		if st.Steps[1].Status != orchestrator.StepRunning || st.TimerMS == 0 {
+			return fmt.Errorf("credit is %s, timer %d", st.Steps[1].Status, st.TimerMS)
+		}
+		return nil
+	})
+	stop()
+	time.Sleep(2500 * time.Millisecond) // let the timer fall due with no coordinator running
+	b.runCoordinator(b.js)
+	st := b.wait("slow", orchestrator.Compensated)
+	if st.Steps[1].Status != orchestrator.StepCompensated || undone.Load() == 0 {
+		t.Fatalf("credit not compensated: %+v", st.Steps[1])
+	}
+}
+
+func TestCoordinatorRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, coord := b.runCoordinator(b.js)
+	b.respond("bank-a", func(events.Command) decision { return decision{drop: true} })
+	ctx := context.Background()
+	publish := func(subject, id string, data []byte) {
+		t.Helper()
+		m := nats.NewMsg(subject)
+		m.Data = data
+		if id != "" {
+			m.Header.Set(events.HeaderMsgID, id)
+		}
+		if _, err := b.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := events.Default
+	publish(ns.Start("bad1"), "", []byte(`{"v":1,"saga_id":"bad1"`))
+	publish(ns.Start("bad2"), "", []byte(`{"v":9,"saga_id":"bad2"}`))
+	publish(ns.Start("bad3"), "", []byte(`{"v":1,"saga_id":"bad3","name":"n","steps":[
+		{"name":"a","participant":"p","action":"A","compensation":"B","after":["b"]},
+		{"name":"b","participant":"p","action":"A","compensation":"B","after":["a"]}]}`))
+	for _, id := range []string{"bad1", "bad2", "bad3"} {
+		st := b.wait(id, orchestrator.Rejected)
+		t.Logf("%s: %s", id, st.Reason)
+	}
+	if st, _ := b.client.Get(ctx, "bad3"); st == nil || !contains(st.Reason, "dependency cycle") {
+		t.Fatalf("bad3: %+v", st)
+	}
+	// A running saga, then forged and stray outcomes.
+	if _, err := b.client.Start(ctx, transferPlan("live")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		_, err := b.client.Get(ctx, "live")
+		return err
+	})
+	forged := events.Outcome{V: 1, SagaID: "live", Participant: "bank-b", Step: "debit", Op: events.OpDo, Attempt: 1, Status: events.Succeeded}
+	data, _ := forged.Encode()
+	publish(ns.Event("bank-b", "live"), "f1", data)
+	stray := events.Outcome{V: 1, SagaID: "ghost", Participant: "bank-b", Step: "debit", Op: events.OpDo, Attempt: 1, Status: events.Succeeded}
+	data, _ = stray.Encode()
+	publish(ns.Event("bank-b", "ghost"), "f2", data)
+	publish(ns.Event("bank-a", "live"), "f3", []byte("not json"))
+	// Same id, different plan, published directly (the client refuses it).
+	other, _ := transferPlan("live", orchestrator.Timeout(time.Hour)).Build()
+	data, _ = other.Encode()
+	publish(ns.Start("live"), "f4", data)
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, err := b.client.Get(ctx, "live")
+		if err != nil {
+			return err
+		}
+		if len(st.Rejections) != 3 {
+			return fmt.Errorf("%d rejections recorded: %+v", len(st.Rejections), st.Rejections)
+		}
+		if st.Steps[0].Status != orchestrator.StepRunning || st.Status != orchestrator.Running {
+			return fmt.Errorf("forged outcome applied: %+v", st)
+		}
+		return nil
+	})
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if s := coord.Stats(); s.Rejected < 4 { // ghost + 3 recorded in "live"
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	// And the coordinator still works.
+	b.respond("bank-b", ok)
+	if _, err := b.client.Start(ctx, orchestrator.NewPlan("one").ID("after").Step("x", "bank-b", "X", "UX", nil)); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("after", orchestrator.Committed)
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

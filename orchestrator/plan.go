@@ -1,0 +1,137 @@
+package orchestrator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/jetsaga/jetsaga/events"
+)
+
+// Plan builds a saga's start message. Steps run in the order they are added
+// unless a step names the steps it waits for ([After]); independent steps
+// run in parallel. Build validates the plan; errors name the step and field.
+//
+//	plan := orchestrator.NewPlan("transfer").
+//		Step("debit", "bank-a", "TransOut", "TransOutCompensate", req).
+//		Step("credit", "bank-b", "TransIn", "TransInCompensate", req, orchestrator.Timeout(10*time.Second))
+type Plan struct {
+	start events.Start
+	errs  []error
+}
+
+// NewPlan starts a plan for a saga of the given name. Its id is a new UUIDv7
+// unless [Plan.ID] sets one.
+func NewPlan(name string) *Plan {
+	return &Plan{start: events.Start{V: events.Version, Name: name}}
+}
+
+// ID sets the saga id (a single subject token). Starting the same id twice
+// with the same plan starts one saga.
+func (p *Plan) ID(id string) *Plan { p.start.SagaID = id; return p }
+
+// Input attaches a JSON document to the saga, for the record.
+func (p *Plan) Input(v any) *Plan {
+	raw, err := marshal(v)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("input: %w", err))
+	}
+	p.start.Input = raw
+	return p
+}
+
+// Deadline bounds the whole saga: when it passes before the pivot (if any)
+// has been dispatched, the saga compensates.
+func (p *Plan) Deadline(d time.Duration) *Plan { p.start.DeadlineMS = d.Milliseconds(); return p }
+
+// StepOption tunes one step.
+type StepOption func(*events.Step)
+
+// After makes the step wait for the named steps instead of the previous one.
+// After() with no names makes it start at once, beside the others.
+func After(steps ...string) StepOption {
+	return func(s *events.Step) { s.After = append([]string{}, steps...) }
+}
+
+// Timeout bounds each attempt of the step: without an outcome by then, a
+// compensable step is compensated, a retriable one sent again, a pivot parks
+// the saga.
+func Timeout(d time.Duration) StepOption {
+	return func(s *events.Step) { s.TimeoutMS = d.Milliseconds() }
+}
+
+// Retry sets the step's retry policy (participant-side retries of transient
+// errors, and re-sends of retriable steps and compensations).
+func Retry(maxAttempts int, initial, max time.Duration) StepOption {
+	return func(s *events.Step) {
+		s.Retry = &events.RetryPolicy{MaxAttempts: maxAttempts, InitialBackoffMS: initial.Milliseconds(), MaxBackoffMS: max.Milliseconds()}
+	}
+}
+
+// Step adds a compensable step: participant runs action, and compensation if
+// the saga has to be undone. payload is marshalled to JSON (json.RawMessage
+// and []byte holding JSON are used as they are).
+func (p *Plan) Step(name, participant, action, compensation string, payload any, opts ...StepOption) *Plan {
+	return p.add(events.Step{Name: name, Participant: participant, Action: action, Compensation: compensation,
+		Kind: events.Compensable}, payload, opts)
+}
+
+// Pivot adds the pivot step: it has no compensation; once it succeeds the
+// saga only goes forward.
+func (p *Plan) Pivot(name, participant, action string, payload any, opts ...StepOption) *Plan {
+	return p.add(events.Step{Name: name, Participant: participant, Action: action, Kind: events.Pivot}, payload, opts)
+}
+
+// Retriable adds a step after the pivot that is retried until it succeeds
+// (or its budget is spent: then the saga parks).
+func (p *Plan) Retriable(name, participant, action string, payload any, opts ...StepOption) *Plan {
+	return p.add(events.Step{Name: name, Participant: participant, Action: action, Kind: events.Retriable}, payload, opts)
+}
+
+func (p *Plan) add(s events.Step, payload any, opts []StepOption) *Plan {
+	raw, err := marshal(payload)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("steps[%d] (%s).payload: %w", len(p.start.Steps), s.Name, err))
+	}
+	s.Payload = raw
+	for _, o := range opts {
+		o(&s)
+	}
+	p.start.Steps = append(p.start.Steps, s)
+	return p
+}
+
+func marshal(v any) (json.RawMessage, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case json.RawMessage:
+		return v, nil
+	case []byte:
+		return json.RawMessage(v), nil
+	}
+	return json.Marshal(v)
+}
+
+// Build validates the plan and returns its start message (with a new UUIDv7
+// id if none was set). The same Plan builds the same message every time.
+func (p *Plan) Build() (events.Start, error) {
+	if err := errors.Join(p.errs...); err != nil {
+		return events.Start{}, err
+	}
+	if p.start.SagaID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return events.Start{}, err
+		}
+		p.start.SagaID = id.String()
+	}
+	data, err := p.start.Encode()
+	if err != nil {
+		return events.Start{}, err
+	}
+	return events.DecodeStart(data)
+}

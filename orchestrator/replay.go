@@ -1,0 +1,62 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+)
+
+// Fold rebuilds every saga's state from the sagas stream: it feeds each
+// input, in stream order, through Next. The stream holds every input of the
+// state machine (starts, outcomes, timers, operator actions), so the result
+// equals what the coordinators wrote, as long as the stream's max age has
+// not dropped a saga's early messages.
+func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace) (map[string]*State, error) {
+	states := map[string]*State{}
+	err := scan(ctx, js, ns.SagasStream(), ns.CoordinatorFilters(), func(m jetstream.Msg) error {
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		in, ok := DecodeInput(ns, m.Subject(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
+		if !ok {
+			return nil
+		}
+		if r := Next(states[in.SagaID], in); r.Changed {
+			states[in.SagaID] = r.State
+		}
+		return nil
+	})
+	return states, err
+}
+
+// Replay folds the sagas stream and writes every saga's state into bucket
+// (created like the state bucket if it does not exist). Into the live bucket
+// (ns.StateBucket()) it repairs a lost or damaged bucket: stop the
+// coordinators first. Into another bucket it lets an operator compare.
+// It returns the number of sagas written.
+func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bucket string, opts events.StreamOptions) (int, error) {
+	states, err := Fold(ctx, js, ns)
+	if err != nil {
+		return 0, err
+	}
+	cfg := ns.StateBucketConfig(opts)
+	cfg.Bucket = bucket
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	for id, st := range states {
+		data, err := EncodeState(st)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := kv.Put(ctx, id, data); err != nil {
+			return 0, fmt.Errorf("write %s to %s: %w", id, bucket, err)
+		}
+	}
+	return len(states), nil
+}
