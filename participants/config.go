@@ -1,0 +1,200 @@
+package participants
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/outbox"
+)
+
+// Defaults of [Config].
+const (
+	DefaultConcurrency      = 16
+	DefaultAckWait          = 30 * time.Second
+	DefaultBarrierTable     = "jetsaga_barrier"
+	DefaultBarrierRetention = 7 * 24 * time.Hour
+	DefaultCleanupInterval  = time.Hour
+	DefaultCleanupBatch     = 1000
+)
+
+// minAckWait is the shortest accepted AckWait: the keep-alive sends
+// progress every AckWait/3, which must stay well above a network round trip.
+const minAckWait = 100 * time.Millisecond
+
+// maxIdentifier is PostgreSQL's NAMEDATALEN-1.
+const maxIdentifier = 63
+
+// migrationsSuffix names the barrier's version table.
+const migrationsSuffix = "_migrations"
+
+// Config configures a [Participant]. Name, Pool and JetStream are required;
+// every other field has a default.
+type Config struct {
+	// Name is the participant's name, as the saga plans name it; it selects
+	// the commands (subject <prefix>.cmd.<Name>.*) and names the durable
+	// consumer and the outcome subjects. Required; letters, digits, '-' and
+	// '_' (events.ValidToken).
+	Name string
+	// Pool is the participant's own database: handlers, the barrier and the
+	// outbox all use it. Required.
+	Pool *pgxpool.Pool
+	// JetStream consumes the commands and, through the relay, publishes the
+	// outcomes. Required. The streams must exist (the orchestrator's
+	// deployment creates them); the participant creates or updates only its
+	// durable consumer.
+	JetStream jetstream.JetStream
+	// Namespace selects the subjects and streams. Default events.Default
+	// (prefix "saga").
+	Namespace events.Namespace
+	// Concurrency is the number of commands handled at the same time, each
+	// in its own transaction (so at most that many pool connections).
+	// Default [DefaultConcurrency].
+	Concurrency int
+	// AckWait is how long JetStream waits for an ack before it delivers a
+	// command again. Long handlers are kept alive with progress acks every
+	// AckWait/3. Default [DefaultAckWait]; at least 100ms.
+	AckWait time.Duration
+	// MaxAckPending bounds the commands delivered and not yet acked. Default
+	// 4 × Concurrency; at least Concurrency.
+	MaxAckPending int
+	// Outbox is the outbox table the outcomes are written to. Default: the
+	// outbox package's default table (jetsaga_outbox).
+	Outbox *outbox.Outbox
+	// DisableRelay stops Run from running an outbox relay for Outbox. Set it
+	// when a relay runs elsewhere; then configure Outbox with NotifyDB so
+	// that it learns of new rows quickly. Default false: Run runs one relay,
+	// woken in memory after every commit.
+	DisableRelay bool
+	// Relay tunes the relay Run runs; its Outbox field is ignored (Outbox
+	// above is used). Default: the outbox package's defaults.
+	Relay outbox.RelayConfig
+	// BarrierSchema is the schema of the barrier table. Default "": the
+	// connection's current schema. Lower-case letters, digits and '_'.
+	BarrierSchema string
+	// BarrierTable is the barrier table's name. Default
+	// [DefaultBarrierTable]. Lower-case letters, digits and '_', at most 52
+	// bytes. Migrate with the same names ([WithBarrierTable]).
+	BarrierTable string
+	// BarrierRetention is how long barrier rows are kept. A row deleted too
+	// early lets a very late duplicate or compensation through, so keep it
+	// longer than any saga lives and than the commands stream's max age.
+	// Default [DefaultBarrierRetention] (0 selects it); negative disables
+	// the cleanup.
+	BarrierRetention time.Duration
+	// CleanupInterval is the pause between two cleanups of old barrier
+	// rows. Default [DefaultCleanupInterval].
+	CleanupInterval time.Duration
+	// CleanupBatch is the most rows one cleanup statement deletes; a
+	// cleanup repeats it until fewer are found. Default
+	// [DefaultCleanupBatch].
+	CleanupBatch int
+	// ShutdownTimeout bounds the wait for handlers in flight once Run's
+	// context is done: after it their context is cancelled (their
+	// transactions roll back and the commands are delivered again later).
+	// Default AckWait.
+	ShutdownTimeout time.Duration
+	// Logger receives the participant's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults validates cfg and fills in its defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	if err := events.ValidToken(cfg.Name); err != nil {
+		return cfg, errConfig("Name", "%q %v", cfg.Name, err)
+	}
+	if cfg.Pool == nil {
+		return cfg, errConfig("Pool", "is nil")
+	}
+	if cfg.JetStream == nil {
+		return cfg, errConfig("JetStream", "is nil")
+	}
+	if cfg.Namespace.Prefix() == "" {
+		cfg.Namespace = events.Default
+	}
+	switch {
+	case cfg.Concurrency < 0:
+		return cfg, errConfig("Concurrency", "is negative (%d)", cfg.Concurrency)
+	case cfg.Concurrency == 0:
+		cfg.Concurrency = DefaultConcurrency
+	}
+	switch {
+	case cfg.AckWait < 0:
+		return cfg, errConfig("AckWait", "is negative (%s)", cfg.AckWait)
+	case cfg.AckWait == 0:
+		cfg.AckWait = DefaultAckWait
+	case cfg.AckWait < minAckWait:
+		return cfg, errConfig("AckWait", "is %s, the minimum is %s", cfg.AckWait, minAckWait)
+	}
+	switch {
+	case cfg.MaxAckPending < 0:
+		return cfg, errConfig("MaxAckPending", "is negative (%d)", cfg.MaxAckPending)
+	case cfg.MaxAckPending == 0:
+		cfg.MaxAckPending = 4 * cfg.Concurrency
+	case cfg.MaxAckPending < cfg.Concurrency:
+		return cfg, errConfig("MaxAckPending", "is %d, below Concurrency (%d): handlers would sit idle", cfg.MaxAckPending, cfg.Concurrency)
+	}
+	if cfg.Outbox == nil {
+		o, err := outbox.New(outbox.Config{})
+		if err != nil {
+			return cfg, errConfig("Outbox", "%v", err)
+		}
+		cfg.Outbox = o
+	}
+	if cfg.BarrierSchema != "" {
+		if err := validIdentifier("BarrierSchema", cfg.BarrierSchema, maxIdentifier); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.BarrierTable == "" {
+		cfg.BarrierTable = DefaultBarrierTable
+	}
+	if err := validIdentifier("BarrierTable", cfg.BarrierTable, maxIdentifier-len(migrationsSuffix)); err != nil {
+		return cfg, err
+	}
+	if cfg.BarrierRetention == 0 {
+		cfg.BarrierRetention = DefaultBarrierRetention
+	}
+	switch {
+	case cfg.CleanupInterval < 0:
+		return cfg, errConfig("CleanupInterval", "is negative (%s)", cfg.CleanupInterval)
+	case cfg.CleanupInterval == 0:
+		cfg.CleanupInterval = DefaultCleanupInterval
+	}
+	switch {
+	case cfg.CleanupBatch < 0:
+		return cfg, errConfig("CleanupBatch", "is negative (%d)", cfg.CleanupBatch)
+	case cfg.CleanupBatch == 0:
+		cfg.CleanupBatch = DefaultCleanupBatch
+	}
+	switch {
+	case cfg.ShutdownTimeout < 0:
+		return cfg, errConfig("ShutdownTimeout", "is negative (%s)", cfg.ShutdownTimeout)
+	case cfg.ShutdownTimeout == 0:
+		cfg.ShutdownTimeout = cfg.AckWait
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg, nil
+}
+
+// validIdentifier checks a plain lower-case SQL identifier.
+func validIdentifier(field, s string, limit int) error {
+	if s == "" {
+		return errConfig(field, "is empty")
+	}
+	if len(s) > limit {
+		return errConfig(field, "%q is %d bytes long, the limit is %d", s, len(s), limit)
+	}
+	for i, r := range s {
+		ok := r == '_' || (r >= 'a' && r <= 'z') || (i > 0 && r >= '0' && r <= '9')
+		if !ok {
+			return errConfig(field, "%q is not a plain identifier: use lower-case letters, digits and '_', starting with a letter or '_'", s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+package participants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/outbox"
+)
+
+// ackTimeout bounds the double ack (and the rollback) after a commit; it is
+// not tied to Run's context so that commands finished during shutdown are
+// still acked.
+const ackTimeout = 5 * time.Second
+
+// iteratorRetry is the pause after an unexpected error from the message
+// iterator.
+const iteratorRetry = 100 * time.Millisecond
+
+// Participant consumes one participant's step commands and runs the
+// registered handlers. Create it with [New], register the handlers with
+// [Register], then call [Participant.Run].
+type Participant struct {
+	cfg Config
+	bar *barrier
+	log *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	actions map[string]*action
+
+	// afterCommit, set by tests, runs after a command's transaction
+	// committed and before the message is acked (a test closes the NATS
+	// connection there to simulate a crash).
+	afterCommit func(msg jetstream.Msg)
+}
+
+// New checks cfg, fills in its defaults and returns a participant without
+// touching the network or the database.
+func New(cfg Config) (*Participant, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Participant{
+		cfg:     c,
+		bar:     newBarrier(c.BarrierSchema, c.BarrierTable),
+		log:     c.Logger.With("participant", c.Name),
+		actions: make(map[string]*action),
+	}, nil
+}
+
+// Name returns the participant's name.
+func (p *Participant) Name() string { return p.cfg.Name }
+
+// Outbox returns the outbox the participant writes its outcomes to.
+func (p *Participant) Outbox() *outbox.Outbox { return p.cfg.Outbox }
+
+// ConsumerConfig returns the configuration of the durable consumer that Run
+// creates or updates on the commands stream.
+func (p *Participant) ConsumerConfig() jetstream.ConsumerConfig {
+	ns := p.cfg.Namespace
+	return jetstream.ConsumerConfig{
+		Durable:       ns.ParticipantConsumer(p.cfg.Name),
+		Description:   "jetsaga participant " + p.cfg.Name,
+		FilterSubject: ns.CommandFilter(p.cfg.Name),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       p.cfg.AckWait,
+		// The participant ends a command's deliveries itself, by the
+		// command's retry budget, and always answers it with an outcome.
+		MaxDeliver:    -1,
+		MaxAckPending: p.cfg.MaxAckPending,
+	}
+}
+
+// Run creates or updates the participant's durable consumer on the commands
+// stream and handles commands, Concurrency at a time, until ctx is done. It
+// also runs the outbox relay (unless Config.DisableRelay) and the barrier
+// cleanup (unless Config.BarrierRetention is negative).
+//
+// Shutdown is graceful: when ctx is done Run stops fetching, lets the
+// handlers in flight (and the commands already fetched) finish, commit and
+// ack — cancelling their context after Config.ShutdownTimeout — then stops
+// the relay and the cleanup and returns nil. It returns an error if the
+// consumer cannot be created, or if the NATS connection closes (after the
+// same graceful stop). A Participant runs once.
+func (p *Participant) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.started {
+		p.mu.Unlock()
+		return ErrRunning
+	}
+	if len(p.actions) == 0 {
+		p.mu.Unlock()
+		return ErrNoHandlers
+	}
+	p.started = true
+	p.mu.Unlock()
+
+	stream := p.cfg.Namespace.CommandsStream()
+	cons, err := p.cfg.JetStream.CreateOrUpdateConsumer(ctx, stream, p.ConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("participants: create consumer %s on stream %s: %w", p.ConsumerConfig().Durable, stream, err)
+	}
+	iter, err := cons.Messages(
+		jetstream.PullMaxMessages(p.cfg.Concurrency),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+	)
+	if err != nil {
+		return fmt.Errorf("participants: consume %s: %w", p.ConsumerConfig().Durable, err)
+	}
+
+	// Handlers run under workCtx, which outlives ctx by ShutdownTimeout.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopTimer := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
+		context.AfterFunc(workCtx, func() { t.Stop() })
+	})
+	defer stopTimer()
+
+	var bg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		stopBG()
+		bg.Wait()
+	}()
+	if !p.cfg.DisableRelay {
+		rc := p.cfg.Relay
+		rc.Outbox = p.cfg.Outbox
+		relay, err := outbox.NewRelay(p.cfg.Pool, p.cfg.JetStream, rc)
+		if err != nil {
+			iter.Stop()
+			return errConfig("Relay", "%v", err)
+		}
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			if err := relay.Run(bgCtx); err != nil {
+				p.log.Error("outbox relay stopped", "err", err)
+			}
+		}()
+	}
+	if p.cfg.BarrierRetention > 0 {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			p.cleanupLoop(bgCtx)
+		}()
+	}
+
+	stopIter := context.AfterFunc(ctx, iter.Drain)
+	defer stopIter()
+
+	sem := make(chan struct{}, p.cfg.Concurrency)
+	var inflight sync.WaitGroup
+	var runErr error
+	for {
+		sem <- struct{}{}
+		msg, err := iter.Next()
+		if err != nil {
+			<-sem
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if ctx.Err() == nil {
+					runErr = fmt.Errorf("participants: consuming stopped: %w", err)
+				}
+				break
+			}
+			p.log.Warn("fetching commands", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(iteratorRetry):
+			}
+			continue
+		}
+		inflight.Add(1)
+		go func() {
+			defer func() {
+				<-sem
+				inflight.Done()
+			}()
+			p.handle(workCtx, msg)
+		}()
+	}
+	iter.Stop()
+	inflight.Wait()
+	return runErr
+}
+
+// cleanupLoop prunes old barrier rows every CleanupInterval until ctx is
+// done.
+func (p *Participant) cleanupLoop(ctx context.Context) {
+	for {
+		n, err := p.bar.prune(ctx, p.cfg.Pool, time.Now().Add(-p.cfg.BarrierRetention), p.cfg.CleanupBatch)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			p.log.Warn("barrier cleanup failed; will try again", "err", err, "deleted", n)
+		case n > 0:
+			p.log.Info("barrier cleanup", "deleted", n, "retention", p.cfg.BarrierRetention)
+		}
+		t := time.NewTimer(p.cfg.CleanupInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}

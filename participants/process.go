@@ -1,0 +1,576 @@
+package participants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/outbox"
+)
+
+// Reasons the runtime writes into outcomes and barrier rows.
+const (
+	reasonHanging         = "refused: compensation ran first (hanging action)"
+	reasonNullNeverRan    = "null compensation: the action never ran"
+	reasonNullFailedFmt   = "null compensation: the action %s"
+	reasonUnknownActionFm = "unknown action %q: participant %q has no handler registered under that name"
+)
+
+// job is one delivery of one command message.
+type job struct {
+	msg       jetstream.Msg
+	seq       uint64          // the command's stream sequence
+	delivered uint64          // deliveries of the message so far
+	header    nats.Header     // the command's headers
+	cmd       *events.Command // nil until decoded
+	// sagaID is the saga the outcome goes to: the command's, or the
+	// subject's for an undecodable command.
+	sagaID string
+	budget events.RetryPolicy
+	log    loggerAttrs
+}
+
+// loggerAttrs are the attributes of a job's log lines.
+type loggerAttrs []any
+
+// kind of verdict on a delivery.
+type verdictKind int
+
+const (
+	// committed: the transaction with the outcome committed; ack.
+	vCommitted verdictKind = iota
+	// poisoned: a rejected outcome committed; terminate.
+	vPoisoned
+	// transient: nothing committed; retry with backoff, or exhaust.
+	vTransient
+	// lost: nothing can be said about the message; terminate and log.
+	vLost
+)
+
+type verdict struct {
+	kind   verdictKind
+	reason string // poisoned, lost: why
+	err    error  // transient: the error
+}
+
+func transient(err error) verdict { return verdict{kind: vTransient, err: err} }
+
+// handle processes one delivery and settles it with JetStream.
+func (p *Participant) handle(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		p.log.Error("command message without JetStream metadata; terminating it", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	j := &job{msg: msg, seq: meta.Sequence.Stream, delivered: meta.NumDelivered, header: msg.Headers(), budget: events.DefaultRetry,
+		log: loggerAttrs{"subject", msg.Subject(), "stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered}}
+	stop := p.keepAlive(msg)
+	v := p.process(ctx, j)
+	stop()
+	p.settle(ctx, j, v)
+}
+
+// keepAlive sends progress acks every AckWait/3 until stopped.
+func (p *Participant) keepAlive(msg jetstream.Msg) (stop func()) {
+	period := p.cfg.AckWait / 3
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	t = time.AfterFunc(period, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		_ = msg.InProgress()
+		t.Reset(period)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}
+
+// process runs the command in msg: decode, check, barrier, handler, outcome,
+// commit.
+func (p *Participant) process(ctx context.Context, j *job) verdict {
+	ns := p.cfg.Namespace
+	cmd, err := events.DecodeCommand(j.msg.Data())
+	if err != nil {
+		return p.rejectUnreadable(ctx, j, "undecodable command: "+err.Error())
+	}
+	if want := ns.Command(p.cfg.Name, cmd.SagaID); j.msg.Subject() != want {
+		return p.rejectUnreadable(ctx, j, fmt.Sprintf("command for saga %q of participant %q arrived on subject %q, want %q",
+			cmd.SagaID, cmd.Participant, j.msg.Subject(), want))
+	}
+	j.cmd = &cmd
+	j.sagaID = cmd.SagaID
+	j.budget = cmd.Retry
+	j.log = append(j.log, "saga", cmd.SagaID, "step", cmd.Step, "op", cmd.Op, "action", cmd.Action, "attempt", cmd.Attempt)
+	return p.runCommand(ctx, j)
+}
+
+// runCommand runs a decoded command.
+func (p *Participant) runCommand(ctx context.Context, j *job) verdict {
+	cmd := j.cmd
+	if j.delivered > uint64(cmd.Retry.MaxAttempts) {
+		// An earlier delivery spent the budget but did not get to
+		// terminate the message (a crash): finish the job.
+		return transient(fmt.Errorf("delivery %d is past the retry budget of %d attempts", j.delivered, cmd.Retry.MaxAttempts))
+	}
+	invoke, rejected := p.prepare(cmd)
+	info := StepInfo{SagaID: cmd.SagaID, Step: cmd.Step, Action: cmd.Action, Op: cmd.Op,
+		Attempt: cmd.Attempt, Participant: p.cfg.Name, Delivered: j.delivered}
+	if cmd.Op == events.OpDo {
+		return p.runDo(ctx, j, info, invoke, rejected)
+	}
+	return p.runUndo(ctx, j, info, invoke, rejected)
+}
+
+// prepare finds the command's handler and decodes its payload. A non-empty
+// reason means the command is poison.
+func (p *Participant) prepare(cmd *events.Command) (invoke invokeFunc, reason string) {
+	if cmd.Participant != p.cfg.Name {
+		return nil, fmt.Sprintf("command for participant %q delivered to participant %q", cmd.Participant, p.cfg.Name)
+	}
+	p.mu.Lock()
+	a := p.actions[cmd.Action]
+	p.mu.Unlock()
+	if a == nil {
+		return nil, fmt.Sprintf(reasonUnknownActionFm, cmd.Action, p.cfg.Name)
+	}
+	if a.op != cmd.Op {
+		return nil, fmt.Sprintf("action %q is registered for op %q, the command has op %q", cmd.Action, a.op, cmd.Op)
+	}
+	invoke, err := safePrepare(a, cmd.Payload)
+	if err != nil {
+		return nil, fmt.Sprintf("action %q: %v", cmd.Action, err)
+	}
+	return invoke, ""
+}
+
+func safePrepare(a *action, payload json.RawMessage) (invoke invokeFunc, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("payload: decoding or validation panicked: %v", r)
+		}
+	}()
+	return a.prepare(payload)
+}
+
+// baseOutcome is the outcome skeleton answering j's command.
+func (p *Participant) baseOutcome(j *job) events.Outcome {
+	return events.Outcome{V: events.Version, SagaID: j.cmd.SagaID, Participant: p.cfg.Name,
+		Step: j.cmd.Step, Op: j.cmd.Op, Attempt: j.cmd.Attempt}
+}
+
+// begin acquires a connection and begins the step's transaction (one round
+// trip). release must be called whatever happens, more than once is fine:
+// it rolls back a transaction that did not end and returns the connection.
+func (p *Participant) begin(ctx context.Context) (tx pgx.Tx, release func(), err error) {
+	conn, err := p.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		conn.Release()
+		return nil, nil, err
+	}
+	var once sync.Once
+	return tx, func() {
+		once.Do(func() {
+			if conn.Conn().PgConn().TxStatus() != 'I' {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+				_ = tx.Rollback(rctx)
+				cancel()
+			}
+			// The pool closes a connection left inside a transaction
+			// rather than reusing it.
+			conn.Release()
+		})
+	}, nil
+}
+
+// runDo runs an action. Round trips, the handler's own aside:
+//
+//  1. BEGIN;
+//  2. one batch: barrier INSERT (do, succeeded) ON CONFLICT DO NOTHING; the
+//     row read back (a new snapshot, so it sees a row that a concurrent
+//     transaction committed while the insert waited for it); SAVEPOINT;
+//  3. one batch: [ROLLBACK TO SAVEPOINT;] [barrier UPDATE;] outbox INSERT;
+//     COMMIT.
+//
+// A duplicate or hanging action skips the handler and re-sends the stored
+// outcome in round trip 3.
+func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke invokeFunc, rejected string) verdict {
+	tx, release, err := p.begin(ctx)
+	if err != nil {
+		return transient(fmt.Errorf("begin: %w", err))
+	}
+	defer release()
+
+	cmd := j.cmd
+	var fresh bool
+	var cur row
+	b := &pgx.Batch{}
+	b.Queue(p.bar.insert, cmd.SagaID, cmd.Step, events.OpDo, statusSucceeded, cmd.Attempt).
+		Exec(func(ct pgconn.CommandTag) error { fresh = ct.RowsAffected() == 1; return nil })
+	b.Queue(p.bar.get, cmd.SagaID, cmd.Step, events.OpDo).
+		QueryRow(func(r pgx.Row) error { return r.Scan(&cur.status, &cur.reason, &cur.result) })
+	b.Queue("SAVEPOINT " + savepoint)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return transient(fmt.Errorf("barrier: %w", err))
+	}
+
+	o := p.baseOutcome(j)
+	fin := &pgx.Batch{}
+	switch {
+	case !fresh:
+		o.Status, o.Reason, o.Result = storedDoOutcome(&cur)
+		p.log.Info("duplicate action skipped: re-sending its outcome", append(j.log, "status", o.Status)...)
+	case rejected != "":
+		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
+		fin.Queue(p.bar.finish, cmd.SagaID, cmd.Step, events.OpDo, statusRejected, o.Reason, nil)
+	default:
+		res, herr := callHandler(ctx, tx, invoke, info)
+		var fail *FailError
+		switch {
+		case herr == nil:
+			raw, err := encodeResult(res)
+			if err != nil {
+				p.log.Error("handler result cannot be sent; treating as a transient error", append(j.log, "err", err)...)
+				return transient(err)
+			}
+			o.Status, o.Result = events.Succeeded, raw
+			if raw != nil {
+				fin.Queue(p.bar.finish, cmd.SagaID, cmd.Step, events.OpDo, statusSucceeded, nil, raw)
+			}
+		case errors.As(herr, &fail):
+			o.Status, o.Reason = events.Failed, clampReason(fail.Reason, "failed")
+			fin.Queue("ROLLBACK TO SAVEPOINT " + savepoint)
+			fin.Queue(p.bar.finish, cmd.SagaID, cmd.Step, events.OpDo, statusFailed, o.Reason, nil)
+		default:
+			return transient(herr)
+		}
+	}
+	v := p.commit(ctx, j, tx, fin, &o, !fresh)
+	if v.kind == vCommitted && o.Status == events.Rejected {
+		v = verdict{kind: vPoisoned, reason: o.Reason}
+	}
+	return v
+}
+
+// storedDoOutcome is the outcome a duplicate action re-sends.
+func storedDoOutcome(r *row) (events.Status, string, json.RawMessage) {
+	reason := ""
+	if r.reason != nil {
+		reason = *r.reason
+	}
+	switch r.status {
+	case statusSucceeded:
+		return events.Succeeded, "", r.result
+	case statusRejected:
+		return events.Rejected, clampReason(reason, "rejected"), nil
+	case statusVoided:
+		return events.Failed, reasonHanging, nil
+	default:
+		return events.Failed, clampReason(reason, "failed"), nil
+	}
+}
+
+// runUndo runs a compensation. Round trips, the handler's own aside:
+//
+//  1. BEGIN;
+//  2. one batch: barrier INSERT (undo, compensated) ON CONFLICT DO NOTHING;
+//     barrier INSERT (do, voided) ON CONFLICT DO NOTHING — the hanging
+//     guard, which also decides a race with the action: whoever inserts
+//     the do row first wins, the other waits for it; the do row and the
+//     undo row read back;
+//  3. one batch: [barrier UPDATE;] outbox INSERT; COMMIT.
+//
+// Only a compensation whose action succeeded runs the handler; a duplicate
+// re-sends "compensated", and one whose action never ran, failed or was
+// rejected is a null compensation.
+func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke invokeFunc, rejected string) verdict {
+	tx, release, err := p.begin(ctx)
+	if err != nil {
+		return transient(fmt.Errorf("begin: %w", err))
+	}
+	defer release()
+
+	cmd := j.cmd
+	var fresh, voided bool
+	var do, undo row
+	b := &pgx.Batch{}
+	b.Queue(p.bar.insert, cmd.SagaID, cmd.Step, events.OpUndo, statusCompensated, cmd.Attempt).
+		Exec(func(ct pgconn.CommandTag) error { fresh = ct.RowsAffected() == 1; return nil })
+	b.Queue(p.bar.insert, cmd.SagaID, cmd.Step, events.OpDo, statusVoided, cmd.Attempt).
+		Exec(func(ct pgconn.CommandTag) error { voided = ct.RowsAffected() == 1; return nil })
+	b.Queue(p.bar.get, cmd.SagaID, cmd.Step, events.OpDo).
+		QueryRow(func(r pgx.Row) error { return r.Scan(&do.status, &do.reason, &do.result) })
+	b.Queue(p.bar.get, cmd.SagaID, cmd.Step, events.OpUndo).
+		QueryRow(func(r pgx.Row) error { return r.Scan(&undo.status, &undo.reason, &undo.result) })
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return transient(fmt.Errorf("barrier: %w", err))
+	}
+
+	o := p.baseOutcome(j)
+	o.Status = events.Compensated
+	fin := &pgx.Batch{}
+	switch {
+	case !fresh:
+		if undo.reason != nil {
+			o.Reason = *undo.reason
+		}
+		o.Result = undo.result
+		p.log.Info("duplicate compensation skipped: re-sending its outcome", j.log...)
+	case voided || do.status != statusSucceeded:
+		o.Reason = reasonNullNeverRan
+		if !voided {
+			o.Reason = fmt.Sprintf(reasonNullFailedFmt, do.status)
+		}
+		fin.Queue(p.bar.finish, cmd.SagaID, cmd.Step, events.OpUndo, statusCompensated, o.Reason, nil)
+	case rejected != "":
+		// Nothing of this transaction may commit: the compensation did not
+		// run. Report the poison command on its own.
+		release()
+		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
+		return p.writeAlone(ctx, j, &o)
+	default:
+		res, herr := callHandler(ctx, tx, invoke, info)
+		var fail *FailError
+		switch {
+		case herr == nil:
+			raw, err := encodeResult(res)
+			if err != nil {
+				p.log.Error("compensation result cannot be sent; treating as a transient error", append(j.log, "err", err)...)
+				return transient(err)
+			}
+			o.Result = raw
+			if raw != nil {
+				fin.Queue(p.bar.finish, cmd.SagaID, cmd.Step, events.OpUndo, statusCompensated, nil, raw)
+			}
+		case errors.As(herr, &fail):
+			p.log.Error("BUG: a compensation returned participants.Fail; compensations must not fail for business reasons. Retrying it as a transient error",
+				append(j.log, "reason", fail.Reason)...)
+			return transient(herr)
+		default:
+			return transient(herr)
+		}
+	}
+	return p.commit(ctx, j, tx, fin, &o, !fresh)
+}
+
+// commit adds the outcome's outbox row and COMMIT to fin and sends it (one
+// round trip). A re-sent outcome whose outbox row is still pending is fine:
+// the relay will publish that row.
+func (p *Participant) commit(ctx context.Context, j *job, tx pgx.Tx, fin *pgx.Batch, o *events.Outcome, resend bool) verdict {
+	m, err := p.outboxMessage(j, o)
+	if err != nil {
+		p.log.Error("outcome cannot be encoded; treating as a transient error", append(j.log, "err", err)...)
+		return transient(err)
+	}
+	if err := p.cfg.Outbox.Write(ctx, &queueTx{b: fin}, m); err != nil {
+		return transient(fmt.Errorf("outbox: %w", err))
+	}
+	fin.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
+		if ct.String() != "COMMIT" {
+			return fmt.Errorf("COMMIT answered %q: the transaction was rolled back", ct)
+		}
+		return nil
+	})
+	if err := tx.SendBatch(ctx, fin).Close(); err != nil {
+		if resend && isUniqueViolation(err) {
+			// The outbox already holds this outcome: an earlier delivery
+			// committed it and its row is not relayed yet.
+			return verdict{kind: vCommitted}
+		}
+		return transient(fmt.Errorf("commit: %w", err))
+	}
+	if p.afterCommit != nil && j.msg != nil {
+		p.afterCommit(j.msg)
+	}
+	return verdict{kind: vCommitted}
+}
+
+// writeAlone writes o through the outbox in a transaction of its own, for
+// outcomes that change no barrier row (poison commands, spent budgets).
+func (p *Participant) writeAlone(ctx context.Context, j *job, o *events.Outcome) verdict {
+	m, err := p.outboxMessage(j, o)
+	if err != nil {
+		return transient(err)
+	}
+	err = pgx.BeginFunc(ctx, p.cfg.Pool, func(tx pgx.Tx) error {
+		return p.cfg.Outbox.Write(ctx, tx, m)
+	})
+	if err != nil && !errors.Is(err, outbox.ErrDuplicateID) {
+		return transient(fmt.Errorf("write %s outcome: %w", o.Status, err))
+	}
+	if o.Status == events.Rejected {
+		return verdict{kind: vPoisoned, reason: o.Reason}
+	}
+	return verdict{kind: vCommitted}
+}
+
+// rejectUnreadable answers a command that cannot be read (or is not ours)
+// with an anonymous rejected outcome on the saga of its subject.
+func (p *Participant) rejectUnreadable(ctx context.Context, j *job, reason string) verdict {
+	subj, err := p.cfg.Namespace.Parse(j.msg.Subject())
+	if err != nil || subj.Kind != events.KindCommand {
+		return verdict{kind: vLost, reason: reason + "; and its subject names no saga"}
+	}
+	j.sagaID = subj.SagaID
+	j.log = append(j.log, "saga", subj.SagaID)
+	o := events.Outcome{V: events.Version, SagaID: subj.SagaID, Participant: p.cfg.Name,
+		Status: events.Rejected, Reason: clampReason(reason, "rejected")}
+	return p.writeAlone(ctx, j, &o)
+}
+
+// outboxMessage encodes o for the outbox: its id, subject and headers.
+func (p *Participant) outboxMessage(j *job, o *events.Outcome) (outbox.Message, error) {
+	data, err := o.Encode()
+	if err != nil {
+		return outbox.Message{}, err
+	}
+	id := events.OutcomeMsgID(o, j.seq)
+	h := nats.Header{}
+	h.Set(events.HeaderMsgID, id)
+	h.Set(events.HeaderSagaID, o.SagaID)
+	h.Set(events.HeaderParticipant, o.Participant)
+	if o.Step != "" {
+		h.Set(events.HeaderStep, o.Step)
+		h.Set(events.HeaderOp, string(o.Op))
+		h.Set(events.HeaderAttempt, strconv.Itoa(o.Attempt))
+	}
+	if in := j.header; in != nil {
+		for _, k := range []string{events.HeaderTraceParent, events.HeaderTraceState} {
+			if v := in.Get(k); v != "" {
+				h.Set(k, v)
+			}
+		}
+	}
+	return outbox.Message{ID: id, Subject: p.cfg.Namespace.Event(p.cfg.Name, o.SagaID), Header: h, Data: data}, nil
+}
+
+// settle answers JetStream for a processed delivery.
+func (p *Participant) settle(ctx context.Context, j *job, v verdict) {
+	switch v.kind {
+	case vCommitted:
+		p.cfg.Outbox.Notify()
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		err := j.msg.DoubleAck(actx)
+		cancel()
+		if err != nil {
+			// Redelivered later; the barrier makes that harmless.
+			p.log.Warn("ack failed; the command will be delivered again and skipped as a duplicate", append(j.log, "err", err)...)
+		}
+	case vPoisoned:
+		p.cfg.Outbox.Notify()
+		p.log.Error("poison command rejected", append(j.log, "reason", v.reason)...)
+		if err := j.msg.TermWithReason(clampReason(v.reason, "rejected")); err != nil {
+			p.log.Warn("terminating a poison command failed; it will be delivered again", append(j.log, "err", err)...)
+		}
+	case vLost:
+		p.log.Error("command terminated without an outcome", append(j.log, "reason", v.reason)...)
+		_ = j.msg.TermWithReason(clampReason(v.reason, "unreadable"))
+	case vTransient:
+		p.retryOrExhaust(ctx, j, v.err)
+	}
+}
+
+// retryOrExhaust naks a delivery that failed transiently, with exponential
+// backoff and full jitter, or, once the command's retry budget is spent,
+// reports it exhausted and terminates it.
+func (p *Participant) retryOrExhaust(ctx context.Context, j *job, cause error) {
+	n := j.delivered
+	if ctx.Err() != nil {
+		// Shutting down: this delivery was interrupted, not failed.
+		p.log.Warn("command interrupted by shutdown; it will be delivered again", append(j.log, "err", cause)...)
+		_ = j.msg.Nak()
+		return
+	}
+	if n < uint64(j.budget.MaxAttempts) {
+		d := j.budget.Backoff(int(n))
+		if d > 0 {
+			d = rand.N(d + 1) // full jitter
+		}
+		p.log.Warn("transient error; retrying", append(j.log, "err", cause, "delay", d)...)
+		if err := j.msg.NakWithDelay(d); err != nil {
+			p.log.Warn("nak failed; the command will be delivered again after AckWait", append(j.log, "err", err)...)
+		}
+		return
+	}
+	reason := fmt.Sprintf("retry budget spent: %d deliveries (max_attempts %d); last error: %v", n, j.budget.MaxAttempts, cause)
+	p.log.Error("command exhausted its retry budget", append(j.log, "err", cause)...)
+	if j.cmd != nil {
+		o := p.baseOutcome(j)
+		o.Status, o.Reason = events.Exhausted, clampReason(reason, "exhausted")
+		if v := p.writeAlone(ctx, j, &o); v.kind != vCommitted {
+			// Terminate anyway: never an endless loop. The coordinator's
+			// step timer compensates or parks the saga.
+			p.log.Error("could not write the exhausted outcome; terminating the command anyway, the saga's step timer will act",
+				append(j.log, "err", v.err)...)
+		} else {
+			p.cfg.Outbox.Notify()
+		}
+	} else {
+		p.log.Error("could not write the rejected outcome of an unreadable command within its budget; terminating it",
+			append(j.log, "err", cause)...)
+	}
+	_ = j.msg.TermWithReason(clampReason(reason, "exhausted"))
+}
+
+// callHandler runs a handler, turning a panic into an error.
+func callHandler(ctx context.Context, tx pgx.Tx, invoke invokeFunc, info StepInfo) (res any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return invoke(ctx, stepTx{tx}, info)
+}
+
+// encodeResult encodes a handler's result; nil stays nil.
+func encodeResult(res any) (json.RawMessage, error) {
+	if res == nil {
+		return nil, nil
+	}
+	if raw, ok := res.(json.RawMessage); ok {
+		if !json.Valid(raw) {
+			return nil, fmt.Errorf("result is not valid JSON")
+		}
+		return raw, nil
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return nil, fmt.Errorf("encode result: %w", err)
+	}
+	if string(b) == "null" {
+		return nil, nil
+	}
+	if len(b) > events.MaxPayloadBytes {
+		return nil, fmt.Errorf("result is %d bytes, the limit is %d", len(b), events.MaxPayloadBytes)
+	}
+	return b, nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
