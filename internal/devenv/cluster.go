@@ -1,0 +1,171 @@
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Cluster is a NATS cluster of embedded servers on 127.0.0.1 with explicit
+// routes and clustered JetStream.
+type Cluster struct {
+	// Servers are the nodes, in order n1, n2, ... Each can be shut down and
+	// started again on its own (a node loss); its ports and store survive.
+	Servers []*NATSServer
+
+	storeDir  string
+	ownsStore bool
+}
+
+// StartCluster starts n NATS servers on 127.0.0.1, routed to each other,
+// with JetStream clustering on and a store directory per node, and waits
+// until every node accepts connections. Call WaitJetStreamReady before
+// creating streams. opts.Port is ignored: client and cluster ports are
+// chosen up front so that restarted nodes come back at the same addresses.
+func StartCluster(n int, opts NATSOptions) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("devenv: StartCluster: n must be at least 1, got %d", n)
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{storeDir: opts.StoreDir}
+	if c.storeDir == "" {
+		dir, err := os.MkdirTemp("", "jetsaga-nats-cluster-*")
+		if err != nil {
+			return nil, fmt.Errorf("devenv: create cluster store directory: %w", err)
+		}
+		c.storeDir, c.ownsStore = dir, true
+	}
+	prefix := opts.ServerName
+	if prefix == "" {
+		prefix = "n"
+	}
+	clusterName := opts.ClusterName
+	if clusterName == "" {
+		clusterName = "jetsaga"
+	}
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	clientPorts, clusterPorts := ports[:n], ports[n:]
+	for i := range n {
+		var routes []*url.URL
+		for j, p := range clusterPorts {
+			if j != i {
+				routes = append(routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
+			}
+		}
+		name := prefix + strconv.Itoa(i+1)
+		nodeOpts := opts
+		nodeOpts.Port = clientPorts[i]
+		nodeOpts.ServerName = name
+		if opts.Logf != nil {
+			logf := opts.Logf
+			nodeOpts.Logf = func(format string, args ...any) { logf("%s: "+format, append([]any{name}, args...)...) }
+		}
+		c.Servers = append(c.Servers, &NATSServer{
+			opts:        nodeOpts,
+			port:        clientPorts[i],
+			storeDir:    filepath.Join(c.storeDir, name),
+			name:        name,
+			clusterName: clusterName,
+			clusterPort: clusterPorts[i],
+			routes:      routes,
+		})
+	}
+	// Start the nodes concurrently: each waits for its listeners only, but
+	// JetStream's meta group needs its peers, so sequential starts would
+	// pay every node's start-up in turn.
+	errs := make(chan error, n)
+	for _, s := range c.Servers {
+		go func() { errs <- s.Start() }()
+	}
+	var startErr error
+	for range n {
+		startErr = errors.Join(startErr, <-errs)
+	}
+	if startErr != nil {
+		c.Close()
+		return nil, startErr
+	}
+	return c, nil
+}
+
+// URLs returns the client URLs of all nodes, comma-separated, as
+// nats.Connect accepts them.
+func (c *Cluster) URLs() string {
+	urls := make([]string, len(c.Servers))
+	for i, s := range c.Servers {
+		urls[i] = s.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// WaitJetStreamReady waits until a JetStream meta leader is elected and
+// every running node is current with the meta group, or ctx ends.
+func (c *Cluster) WaitJetStreamReady(ctx context.Context) error {
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		leader, current, running := false, true, 0
+		for _, s := range c.Servers {
+			srv := s.Server()
+			if srv == nil {
+				continue
+			}
+			running++
+			if srv.JetStreamIsLeader() {
+				leader = true
+			}
+			if !srv.JetStreamIsCurrent() {
+				current = false
+			}
+		}
+		if running > 0 && leader && current {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("devenv: JetStream cluster not ready (%d of %d nodes running, leader elected: %t, all current: %t): %w",
+				running, len(c.Servers), leader, current, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Close shuts every node down and removes the store directory if
+// StartCluster created it. It is safe to call more than once.
+func (c *Cluster) Close() {
+	for _, s := range c.Servers {
+		s.Close()
+	}
+	if c.ownsStore {
+		_ = os.RemoveAll(c.storeDir)
+	}
+}
+
+// freePorts returns n distinct TCP ports that were free on 127.0.0.1 a
+// moment ago. All listeners are held open until every port is known, so the
+// ports are distinct.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("devenv: find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
