@@ -115,8 +115,17 @@ func (c *Coordinator) Stats() Stats {
 }
 
 // Run consumes until ctx is done, then stops fetching, finishes the messages
-// it holds and returns. It returns an error only if it cannot start.
+// it holds and returns nil. It returns an error if it cannot start or if
+// fetching fails for good (its connection was closed); messages it held and
+// did not finish are redelivered to another instance, or to the next Run.
 func (c *Coordinator) Run(ctx context.Context) error {
+	if err := c.run(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Coordinator) run(ctx context.Context) error {
 	if !c.cfg.SkipEnsureStreams {
 		if err := EnsureStreams(ctx, c.js, c.ns, c.cfg.Streams); err != nil {
 			return err
@@ -159,11 +168,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
+	var fetchErr error
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				c.log.Error("coordinator: fetching stopped", "err", err)
+				fetchErr = fmt.Errorf("orchestrator: fetching stopped: %w", err)
 				it.Stop()
 			}
 			break
@@ -174,7 +184,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		close(q)
 	}
 	wg.Wait()
-	return nil
+	return fetchErr
 }
 
 // shard maps a message to the worker that owns its saga: the saga id is the
@@ -373,14 +383,8 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending) er
 		}
 		futures = append(futures, f)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := awaitAcks(ctx, c.js, futures); err != nil {
+		return err
 	}
 	c.stats.commands.Add(uint64(len(p.Commands)))
 	if p.ScheduleMS != 0 {
@@ -426,3 +430,35 @@ func (c *stateCache) put(id string, e *cacheEntry) {
 }
 
 func (c *stateCache) drop(id string) { delete(c.entries, id) }
+
+// awaitAcks waits for every publish acknowledgement. Acks of a connection
+// that was closed never come, so it checks for that too.
+func awaitAcks(ctx context.Context, js jetstream.JetStream, futures []jetstream.PubAckFuture) error {
+	var tick *time.Ticker
+	for _, f := range futures {
+		for done := false; !done; {
+			select {
+			case <-f.Ok():
+				done = true
+			default:
+				if tick == nil {
+					tick = time.NewTicker(100 * time.Millisecond)
+					defer tick.Stop()
+				}
+				select {
+				case <-f.Ok():
+					done = true
+				case err := <-f.Err():
+					return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-tick.C:
+					if js.Conn().IsClosed() {
+						return fmt.Errorf("publish %s: %w", f.Msg().Subject, nats.ErrConnectionClosed)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}

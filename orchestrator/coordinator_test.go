@@ -45,6 +45,19 @@ func setup(t *testing.T) *bundle {
 // the test ends).
 func (b *bundle) runCoordinator(js jetstream.JetStream) (stop func(), c *orchestrator.Coordinator) {
 	b.t.Helper()
+	stopErr, c := b.startCoordinator(js)
+	stop = func() {
+		if err := stopErr(); err != nil {
+			b.t.Errorf("coordinator: %v", err)
+		}
+	}
+	b.t.Cleanup(stop)
+	return stop, c
+}
+
+// startCoordinator runs a coordinator; stop returns what Run returned.
+func (b *bundle) startCoordinator(js jetstream.JetStream) (stop func() error, c *orchestrator.Coordinator) {
+	b.t.Helper()
 	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: js, Workers: 16,
 		AckWait: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -54,15 +67,15 @@ func (b *bundle) runCoordinator(js jetstream.JetStream) (stop func(), c *orchest
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
-	stop = func() {
+	var runErr error
+	stop = func() error {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				b.t.Errorf("coordinator: %v", err)
-			}
+			runErr = <-done
 		})
+		return runErr
 	}
-	b.t.Cleanup(stop)
+	b.t.Cleanup(func() { _ = stop() })
 	return stop, c
 }
 

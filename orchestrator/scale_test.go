@@ -1,0 +1,227 @@
+package orchestrator_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/testenv"
+	"github.com/jetsaga/jetsaga/orchestrator"
+)
+
+// startMany starts n transfer sagas t-<i>, concurrently; every fifth fails
+// on its credit step.
+func (b *bundle) startMany(prefix string, n int) []string {
+	b.t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	b.parallel(ids, func(ctx context.Context, id string) error {
+		_, err := b.client.Start(ctx, transferPlan(id))
+		return err
+	})
+	return ids
+}
+
+func (b *bundle) parallel(ids []string, f func(context.Context, string) error) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	work := make(chan string)
+	errs := make(chan error, len(ids))
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				if err := f(ctx, id); err != nil {
+					errs <- fmt.Errorf("%s: %w", id, err)
+				}
+			}
+		}()
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.t.Fatal(err)
+	}
+}
+
+func failEveryFifth(c events.Command) decision {
+	var n int
+	fmt.Sscanf(c.SagaID[strings.LastIndexByte(c.SagaID, '-')+1:], "%d", &n)
+	if c.Op == events.OpDo && n%5 == 0 {
+		return decision{status: events.Failed, reason: "account abnormal"}
+	}
+	return decision{}
+}
+
+// expectedCommands are the commands a transfer saga publishes, exactly.
+func expectedCommands(id string) []string {
+	var n int
+	fmt.Sscanf(id[strings.LastIndexByte(id, '-')+1:], "%d", &n)
+	if n%5 == 0 {
+		return []string{id + "/credit/do/1", id + "/debit/do/1", id + "/debit/undo/2"}
+	}
+	return []string{id + "/credit/do/1", id + "/debit/do/1"}
+}
+
+// checkAll waits for every saga to end as expected and checks that the
+// commands stream holds exactly the commands each saga needed, once.
+func (b *bundle) checkAll(ids []string) {
+	b.t.Helper()
+	b.parallel(ids, func(ctx context.Context, id string) error {
+		st, err := b.client.Wait(ctx, id)
+		if err != nil {
+			return err
+		}
+		want := orchestrator.Committed
+		if len(expectedCommands(id)) == 3 {
+			want = orchestrator.Compensated
+		}
+		if st.Status != want {
+			return fmt.Errorf("status %s (%s), want %s", st.Status, st.Reason, want)
+		}
+		return nil
+	})
+	got := map[string][]string{}
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, events.Default.CommandsStream())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	info, _ := s.Info(ctx)
+	for i := uint64(0); i < info.State.Msgs; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		id := m.Headers().Get(events.HeaderSagaID)
+		got[id] = append(got[id], m.Headers().Get(events.HeaderMsgID))
+	}
+	for _, id := range ids {
+		sort.Strings(got[id])
+		if want := expectedCommands(id); !reflect.DeepEqual(got[id], want) {
+			b.t.Fatalf("saga %s: commands %v, want %v", id, got[id], want)
+		}
+	}
+}
+
+// TestTwoCoordinators: two instances share the consumer; 2,000 sagas all end
+// as expected, and no command is published twice or for nothing. Then the
+// state bucket is rebuilt from the stream and compared key by key.
+func TestTwoCoordinators(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv := b.srv.(interface{ URL() string })
+	_, js1 := testenv.Connect(t, srv.URL())
+	_, js2 := testenv.Connect(t, srv.URL())
+	_, c1 := b.runCoordinator(js1)
+	_, c2 := b.runCoordinator(js2)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", failEveryFifth)
+	n := 2000
+	if testing.Short() {
+		n = 300
+	}
+	ids := b.startMany("two", n)
+	b.checkAll(ids)
+	s1, s2 := c1.Stats(), c2.Stats()
+	t.Logf("coordinator 1: %+v", s1)
+	t.Logf("coordinator 2: %+v", s2)
+	if s1.Applied == 0 || s2.Applied == 0 {
+		t.Fatal("one coordinator did no work")
+	}
+	b.compareReplay()
+}
+
+// compareReplay rebuilds the state into a new bucket and compares it with
+// the live one, key by key.
+func (b *bundle) compareReplay() {
+	b.t.Helper()
+	ctx := context.Background()
+	n, err := orchestrator.Replay(ctx, b.js, events.Default, "rebuilt", events.StreamOptions{})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	live, _ := b.js.KeyValue(ctx, events.Default.StateBucket())
+	rebuilt, _ := b.js.KeyValue(ctx, "rebuilt")
+	keys, err := live.Keys(ctx)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if len(keys) != n {
+		b.t.Fatalf("live bucket has %d sagas, replay rebuilt %d", len(keys), n)
+	}
+	for _, k := range keys {
+		a, err1 := live.Get(ctx, k)
+		r, err2 := rebuilt.Get(ctx, k)
+		if err1 != nil || err2 != nil {
+			b.t.Fatalf("%s: %v %v", k, err1, err2)
+		}
+		if string(a.Value()) != string(r.Value()) {
+			b.t.Fatalf("saga %s differs:\nlive    %s\nrebuilt %s", k, a.Value(), r.Value())
+		}
+	}
+}
+
+// TestCoordinatorKilledRepeatedly: the coordinator's connection is closed
+// under it again and again during 1,000 sagas; each restart resumes from the
+// stream and every saga still ends exactly as expected.
+func TestCoordinatorKilledRepeatedly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv := b.srv.(interface{ URL() string })
+	b.respond("bank-a", ok)
+	b.respond("bank-b", failEveryFifth)
+	n := 1000
+	if testing.Short() {
+		n = 200
+	}
+	done := make(chan struct{})
+	kills := 0
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, js := testenv.Connect(t, srv.URL())
+			stop, _ := b.startCoordinator(js)
+			select {
+			case <-done:
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			nc.Close() // the crash: in-flight work is cut off mid-way
+			_ = stop() // it reports the closed connection
+			kills++
+		}
+	}()
+	ids := b.startMany("kill", n)
+	b.checkAll(ids)
+	close(done)
+	wg.Wait()
+	t.Logf("%d sagas, coordinator killed %d times", n, kills)
+	if kills == 0 {
+		t.Fatal("no kill happened")
+	}
+	b.compareReplay()
+}
