@@ -138,14 +138,14 @@ func msgs(prefix string, n int) []Message {
 }
 
 // write commits msgs in one transaction through o.
-func write(t *testing.T, pool *pgxpool.Pool, o *Outbox, ms ...Message) {
+func write(t testing.TB, pool *pgxpool.Pool, o *Outbox, ms ...Message) {
 	t.Helper()
 	if err := o.Tx(t.Context(), pool, func(tx pgx.Tx) error { return o.Write(t.Context(), tx, ms...) }); err != nil {
 		t.Fatalf("write: %v", err)
 	}
 }
 
-func pending(t *testing.T, pool *pgxpool.Pool, o *Outbox) int64 {
+func pending(t testing.TB, pool *pgxpool.Pool, o *Outbox) int64 {
 	t.Helper()
 	p, err := o.Pending(t.Context(), pool)
 	if err != nil {

@@ -388,7 +388,7 @@ func TestRelayFullBatchLoops(t *testing.T) {
 	const batch, rows = 10, 35
 	ms := msgs("full", rows)
 	write(t, b.pool, b.ob, ms...)
-	r := newRelay(t, b.pool, b.js, RelayConfig{Outbox: b.ob, BatchSize: batch, PollInterval: time.Hour, DisableListen: true})
+	r := newRelay(t, b.pool, b.js, RelayConfig{Outbox: b.ob, BatchSize: batch, PollInterval: time.Hour, DisableListen: true, DurableDelete: true})
 	startRelay(t, r)
 	waitDrained(t, b.pool, b.ob)
 	exactlyOnce(t, b.js, ms)
