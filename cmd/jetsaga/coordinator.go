@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/orchestrator"
+)
+
+// drainTimeout bounds the NATS drain of a stopping service.
+const drainTimeout = 30 * time.Second
+
+func (a *app) coordinatorCmd() *cobra.Command {
+	var (
+		nf          natsFlags
+		lf          logFlags
+		replicas    int
+		maxAge      time.Duration
+		workers     int
+		metricsAddr string
+	)
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator: the service that drives every saga",
+		Long: `Run a coordinator against an existing NATS deployment until SIGINT or SIGTERM.
+
+At start it creates or updates the sagas and commands streams and the saga state bucket with
+--replicas and --max-age, then consumes the sagas stream. Run as many instances as you like: they
+share one durable consumer. On SIGINT/SIGTERM it stops fetching, finishes the messages it holds,
+drains its NATS connection and exits 0.
+
+With --metrics-addr it serves its counters in the Prometheus text format on /metrics (and "ok" on
+/healthz).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if replicas < 1 || replicas > 5 {
+				return usagef("--replicas must be between 1 and 5, got %d", replicas)
+			}
+			if maxAge <= 0 {
+				return usagef("--max-age must be positive, got %s", maxAge)
+			}
+			if workers < 1 {
+				return usagef("--workers must be at least 1, got %d", workers)
+			}
+			log, err := lf.logger(a)
+			if err != nil {
+				return err
+			}
+			ns, err := nf.namespace()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			nc, js, err := nf.connect(ctx, "jetsaga coordinator", true, log)
+			if err != nil {
+				return err
+			}
+			defer drain(nc, drainTimeout)
+			c, err := orchestrator.NewCoordinator(orchestrator.Config{
+				JetStream: js,
+				Namespace: ns,
+				Streams:   events.StreamOptions{Replicas: replicas, MaxAge: maxAge},
+				Workers:   workers,
+				Logger:    log,
+			})
+			if err != nil {
+				return err
+			}
+			if metricsAddr != "" {
+				m, err := startMetrics(metricsAddr, c.Stats, log)
+				if err != nil {
+					return err
+				}
+				defer func() {
+					if err := m.stop(); err != nil {
+						log.Warn("metrics server", "err", err)
+					}
+				}()
+			}
+			log.Info("coordinator running", "nats", redactURL(nc.ConnectedUrl()), "prefix", ns.Prefix(),
+				"streams", ns.SagasStream()+","+ns.CommandsStream(), "bucket", ns.StateBucket(),
+				"replicas", replicas, "max_age", maxAge.String(), "workers", workers)
+			if err := c.Run(ctx); err != nil {
+				return fmt.Errorf("coordinator: %w", err)
+			}
+			st := c.Stats()
+			log.Info("coordinator stopped", "processed", st.Processed, "applied", st.Applied,
+				"commands", st.Commands, "errors", st.Errors)
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	nf.register(fs)
+	lf.register(fs)
+	fs.IntVar(&replicas, "replicas", 1, "replicas of the streams and the state bucket (1 for one server, 3 for a cluster)")
+	bindEnv(fs, "replicas", "JETSAGA_REPLICAS")
+	fs.DurationVar(&maxAge, "max-age", events.DefaultMaxAge, "how long the streams keep messages; bounds replay and timelines, keep it longer than any saga lives")
+	bindEnv(fs, "max-age", "JETSAGA_MAX_AGE")
+	fs.IntVar(&workers, "workers", 64, "sagas this instance works on at once")
+	bindEnv(fs, "workers", "JETSAGA_WORKERS")
+	fs.StringVar(&metricsAddr, "metrics-addr", "", `serve Prometheus metrics on this address, e.g. ":9090" (default: off)`)
+	bindEnv(fs, "metrics-addr", "JETSAGA_METRICS_ADDR")
+	return cmd
+}
