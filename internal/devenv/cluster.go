@@ -111,13 +111,16 @@ func (c *Cluster) URLs() string {
 	return strings.Join(urls, ",")
 }
 
-// WaitJetStreamReady waits until a JetStream meta leader is elected and
-// every running node is current with the meta group, or ctx ends.
+// WaitJetStreamReady waits until a JetStream meta leader is elected, it
+// sees every running node as an online peer, and every running node is
+// current with the meta group; or until ctx ends. Until the leader knows
+// all its peers, losing it can leave the rest unable to elect another, so
+// call this after StartCluster and after a node comes back.
 func (c *Cluster) WaitJetStreamReady(ctx context.Context) error {
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		leader, current, running := false, true, 0
+		leader, peers, current, running := "", 0, true, 0
 		for _, s := range c.Servers {
 			srv := s.Server()
 			if srv == nil {
@@ -125,19 +128,20 @@ func (c *Cluster) WaitJetStreamReady(ctx context.Context) error {
 			}
 			running++
 			if srv.JetStreamIsLeader() {
-				leader = true
+				leader = s.Name()
+				peers = len(srv.JetStreamClusterPeers())
 			}
 			if !srv.JetStreamIsCurrent() {
 				current = false
 			}
 		}
-		if running > 0 && leader && current {
+		if running > 0 && leader != "" && peers == running && current {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("devenv: JetStream cluster not ready (%d of %d nodes running, leader elected: %t, all current: %t): %w",
-				running, len(c.Servers), leader, current, ctx.Err())
+			return fmt.Errorf("devenv: JetStream cluster not ready: %d of %d nodes running, meta leader %q seeing %d online peers, all current: %t: %w",
+				running, len(c.Servers), leader, peers, current, ctx.Err())
 		case <-tick.C:
 		}
 	}

@@ -187,10 +187,20 @@ func (s *NATSServer) Start() error {
 	}
 	srv.SetLogger(log, false, false)
 	srv.Start()
-	if !srv.ReadyForConnections(readyTimeout) {
+	// Poll readiness in short steps so that a fatal start-up error (a port
+	// in use, an unusable store) fails at once instead of at the timeout.
+	deadline := time.Now().Add(readyTimeout)
+	for !srv.ReadyForConnections(50 * time.Millisecond) {
+		fatal := log.fatalf()
+		if fatal == "" && time.Now().Before(deadline) {
+			continue
+		}
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return fmt.Errorf("devenv: NATS server on port %d not ready after %s: %s", s.port, readyTimeout, log.errorsOr("no error logged"))
+		if fatal != "" {
+			return fmt.Errorf("devenv: NATS server on port %d failed to start: %s", sopts.Port, fatal)
+		}
+		return fmt.Errorf("devenv: NATS server on port %d not ready after %s: %s", sopts.Port, readyTimeout, log.errorsOr("no error logged"))
 	}
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()
@@ -249,9 +259,16 @@ func (s *NATSServer) Close() {
 // serverLog adapts nats-server's Logger to a printf function and remembers
 // the errors, which explain a failed start.
 type serverLog struct {
-	logf func(format string, args ...any)
-	mu   sync.Mutex
-	errs []string
+	logf  func(format string, args ...any)
+	mu    sync.Mutex
+	errs  []string
+	fatal string // the first fatal error
+}
+
+func (l *serverLog) fatalf() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatal
 }
 
 func (l *serverLog) record(format string, args []any) {
@@ -287,6 +304,11 @@ func (l *serverLog) Warnf(format string, args ...any) { l.out("[WRN]", format, a
 // not exit the process: the failure surfaces as an error from Start.
 func (l *serverLog) Fatalf(format string, args ...any) {
 	l.record(format, args)
+	l.mu.Lock()
+	if l.fatal == "" {
+		l.fatal = fmt.Sprintf(format, args...)
+	}
+	l.mu.Unlock()
 	l.out("[FTL]", format, args)
 }
 

@@ -479,6 +479,10 @@ func (p *Postgres) kill() {
 	p.cmd = nil
 }
 
+// pgLibGlob is where Debian and Ubuntu install PostgreSQL's server
+// binaries, one directory per major version.
+var pgLibGlob = "/usr/lib/postgresql/*/bin"
+
 type pgBinaries struct{ initdb, postgres string }
 
 // findPostgres looks for initdb and postgres on PATH, then under
@@ -492,7 +496,7 @@ func findPostgres() (pgBinaries, error) {
 			return pgBinaries{initdb, pg}, nil
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(pgLibGlob)
 	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
 	for _, d := range dirs {
 		b := pgBinaries{filepath.Join(d, "initdb"), filepath.Join(d, "postgres")}
@@ -576,9 +580,22 @@ func postmasterPid(dir string) int {
 	return pid
 }
 
+// alive reports whether process pid exists and is not a zombie (an exited
+// process that its parent, possibly an init that does not reap, has not
+// waited for).
 func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// "pid (comm) state ...": comm may hold spaces and parentheses, the
+	// state follows the last ')'.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // tail returns the last n lines of a file.
