@@ -122,7 +122,7 @@ Exit codes: 0 success (start --wait: committed), 1 error, 2 bad command line,
 			}
 			msg := fmt.Sprintf("unknown command %q", args[0])
 			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+				msg += ` (did you mean "` + strings.Join(s, `" or "`) + `"?)`
 			}
 			return usagef("%s; run 'jetsaga --help' for the list", msg)
 		},
@@ -132,8 +132,9 @@ Exit codes: 0 success (start --wait: committed), 1 error, 2 bad command line,
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usagef("%s: %v (see 'jetsaga %s --help')", cmd.CommandPath(), err, strings.TrimPrefix(cmd.CommandPath(), "jetsaga "))
+		return usagef("%s: %v (see '%s --help')", cmd.CommandPath(), err, cmd.CommandPath())
 	})
+	root.SuggestionsMinimumDistance = 2
 	root.CompletionOptions.HiddenDefaultCmd = true
 	root.AddCommand(
 		a.demoCmd(),
