@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	neturl "net/url"
 	"os"
 	"strings"
 	"sync"
@@ -73,6 +74,10 @@ func PostgresURL(t testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 	defer cancel()
 	if err := srv.CreateDatabase(ctx, name); err != nil {
+		if srv.External() {
+			t.Fatalf("testenv: %v (on the server of DATABASE_URL=%s: check that it is up and its user may CREATE DATABASE, or unset DATABASE_URL to use a throwaway local cluster)",
+				err, redact(os.Getenv("DATABASE_URL")))
+		}
 		t.Fatalf("testenv: %v", err)
 	}
 	t.Cleanup(func() {
@@ -94,11 +99,11 @@ func Postgres(t testing.TB) *pgxpool.Pool {
 	defer cancel()
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
-		t.Fatalf("testenv: open pool on %s: %v", url, err)
+		t.Fatalf("testenv: open pool on %s: %v", redact(url), err)
 	}
 	t.Cleanup(pool.Close)
 	if err := pool.Ping(ctx); err != nil {
-		t.Fatalf("testenv: ping %s: %v", url, err)
+		t.Fatalf("testenv: ping %s: %v", redact(url), err)
 	}
 	return pool
 }
@@ -123,4 +128,13 @@ func databaseName(testName string) string {
 	b.WriteByte('_')
 	b.WriteString(hex.EncodeToString(rnd[:]))
 	return b.String()
+}
+
+// redact hides the password of a URL for messages.
+func redact(rawURL string) string {
+	u, err := neturl.Parse(rawURL)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

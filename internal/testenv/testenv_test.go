@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +20,16 @@ import (
 	"github.com/jetsaga/jetsaga/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// helperEnv selects a helper mode when the test binary runs itself as a
+// subprocess (see TestHelperProcess).
+const helperEnv = "JETSAGA_TESTENV_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "no-main" {
+		os.Exit(m.Run()) // a package that forgot testenv.Main
+	}
+	testenv.Main(m)
+}
 
 const (
 	wait = 30 * time.Second
@@ -336,4 +348,97 @@ func TestCheckForReturnsOnceTrue(t *testing.T) {
 	if calls != 3 {
 		t.Fatalf("f called %d times, want 3", calls)
 	}
+}
+
+// TestHelperProcess is not a test: the tests below run the test binary with
+// it in a helper mode.
+func TestHelperProcess(t *testing.T) {
+	switch os.Getenv(helperEnv) {
+	case "no-main":
+		testenv.Postgres(t) // must fail: nothing would stop the cluster
+		fmt.Println("UNEXPECTED: got a database without testenv.Main")
+	case "crash":
+		pool := testenv.Postgres(t)
+		var backend int
+		if err := pool.QueryRow(ctxFor(t), "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+			t.Fatal(err)
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", backend))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := string(stat)
+		fields := strings.Fields(st[strings.LastIndexByte(st, ')')+1:]) // state, ppid, ...
+		fmt.Printf("PIDS %d %s\n", backend, fields[1])
+		// Die the way a test-timeout panic kills a test binary: an
+		// unrecovered panic in a goroutine, so no cleanup and no Main epilogue
+		// runs.
+		go func() { panic("simulated test timeout") }()
+		select {}
+	}
+}
+
+// helper runs the test binary in a helper mode without DATABASE_URL.
+func helper(t *testing.T, mode string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DATABASE_URL=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, helperEnv+"="+mode)
+	return cmd
+}
+
+func TestPostgresWithoutMainFails(t *testing.T) {
+	t.Parallel()
+	out, err := helper(t, "no-main").CombinedOutput()
+	if err == nil {
+		t.Fatalf("helper passed without testenv.Main:\n%s", out)
+	}
+	if want := "func TestMain(m *testing.M) { testenv.Main(m) }"; !strings.Contains(string(out), want) {
+		t.Fatalf("helper output does not tell to add %q:\n%s", want, out)
+	}
+	if strings.Contains(string(out), "UNEXPECTED") {
+		t.Fatalf("helper got a database:\n%s", out)
+	}
+}
+
+// TestPostgresDiesWithCrashedTestBinary checks that the shared cluster does
+// not outlive a test binary that dies without running its cleanups.
+func TestPostgresDiesWithCrashedTestBinary(t *testing.T) {
+	t.Parallel()
+	cmd := helper(t, "crash")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err == nil {
+		t.Fatalf("crashing helper exited cleanly:\n%s", out.String())
+	}
+	var backend, postmaster int
+	for _, line := range strings.Split(out.String(), "\n") {
+		if _, err := fmt.Sscanf(line, "PIDS %d %d", &backend, &postmaster); err == nil {
+			break
+		}
+	}
+	if backend == 0 || postmaster == 0 {
+		t.Fatalf("helper printed no pids:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "simulated test timeout") {
+		t.Fatalf("helper did not die of the panic:\n%s", out.String())
+	}
+	// The postmaster and a backend of the crashed binary's cluster must be
+	// gone (the other children exit on postmaster death as the backend
+	// does). A zombie counts as gone.
+	testenv.CheckFor(t, wait, poll, func() error {
+		for _, pid := range []int{postmaster, backend} {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				continue
+			}
+			if s := string(stat); !strings.HasPrefix(s[strings.LastIndexByte(s, ')'):], ") Z") {
+				return fmt.Errorf("process %d of the crashed binary's cluster still runs: %s", pid, s)
+			}
+		}
+		return nil
+	})
 }
