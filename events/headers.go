@@ -42,10 +42,5 @@ func OutcomeMsgID(o *Outcome, cmdSeq uint64) string {
 	return CommandMsgID(o.SagaID, o.Step, o.Op, o.Attempt) + "/" + string(o.Status)
 }
 
-// TickMsgID is the Nats-Msg-Id of the schedule of a saga's timer due at dueMS.
-func TickMsgID(sagaID string, dueMS int64) string {
-	return sagaID + "/tick/" + strconv.FormatInt(dueMS, 10)
-}
-
 // ControlMsgID is the Nats-Msg-Id of an operator action.
 func ControlMsgID(sagaID, id string) string { return sagaID + "/ctl/" + id }

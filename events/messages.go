@@ -11,10 +11,12 @@ const Version = 1
 
 // Size limits. A message over MaxMessageBytes is rejected before it is
 // parsed; payload, input and result documents over MaxPayloadBytes are
-// rejected; a plan has at most MaxSteps steps.
+// rejected; a plan has at most MaxSteps steps. They keep a saga's state (its
+// plan plus what it records per step) well below NATS's default 1 MiB
+// message size.
 const (
-	MaxMessageBytes = 1 << 20
-	MaxPayloadBytes = 256 << 10
+	MaxMessageBytes = 256 << 10
+	MaxPayloadBytes = 64 << 10
 	MaxSteps        = 64
 	MaxReasonBytes  = 4096
 )

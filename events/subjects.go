@@ -17,6 +17,21 @@ const (
 	MaxPrefixLen = 32
 )
 
+// validPrefix: lower-case letters, digits, '-' and '_', since stream names
+// are derived from the upper-cased prefix and two prefixes must never map to
+// the same streams.
+func validPrefix(s string) error {
+	if err := validToken(s, MaxPrefixLen); err != nil {
+		return err
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return fmt.Errorf("has upper-case %q at byte %d; a prefix is lower-case", c, i)
+		}
+	}
+	return nil
+}
+
 // ValidToken reports why s cannot be used as an id or name, or nil when it
 // can. Allowed: 1..MaxTokenLen bytes of letters, digits, '-' and '_'. This
 // rules out '.', '*', '>', spaces and '/' (used inside message ids).
@@ -75,7 +90,7 @@ func NewNamespace(prefix string) (Namespace, error) {
 	if prefix == "" {
 		return Default, nil
 	}
-	if err := validToken(prefix, MaxPrefixLen); err != nil {
+	if err := validPrefix(prefix); err != nil {
 		return Namespace{}, fieldErr("prefix", "%q %v", prefix, err)
 	}
 	return Namespace{prefix: prefix}, nil

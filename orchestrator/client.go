@@ -91,12 +91,16 @@ func (c *Client) Start(ctx context.Context, plan *Plan) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return start.SagaID, c.StartMessage(ctx, start)
+	return start.SagaID, c.start(ctx, start, plan.trace)
 }
 
 // StartMessage publishes a start message built elsewhere (for instance
 // decoded from JSON), with the same checks as Start.
 func (c *Client) StartMessage(ctx context.Context, start events.Start) error {
+	return c.start(ctx, start, Trace{})
+}
+
+func (c *Client) start(ctx context.Context, start events.Start, trace Trace) error {
 	start.V = events.Version
 	data, err := start.Encode()
 	if err != nil {
@@ -115,6 +119,12 @@ func (c *Client) StartMessage(ctx context.Context, start events.Start) error {
 	m.Data = data
 	m.Header.Set(events.HeaderMsgID, events.StartMsgID(start.SagaID))
 	m.Header.Set(events.HeaderSagaID, start.SagaID)
+	if trace.Parent != "" {
+		m.Header.Set(events.HeaderTraceParent, trace.Parent)
+		if trace.State != "" {
+			m.Header.Set(events.HeaderTraceState, trace.State)
+		}
+	}
 	ack, err := c.js.PublishMsg(ctx, m)
 	if err != nil {
 		return fmt.Errorf("publish start of saga %s: %w", start.SagaID, err)

@@ -218,7 +218,7 @@ func (w *worker) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	in, ok := DecodeInput(c.ns, msg.Subject(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+	in, ok := DecodeInput(c.ns, msg.Subject(), msg.Headers(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
 	if !ok {
 		c.stats.rejected.Add(1)
 		c.log.Warn("coordinator: message on a subject that names no saga", "subject", msg.Subject(), "seq", meta.Sequence.Stream)
@@ -332,7 +332,7 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 		e.flushed = true
 		return nil
 	}
-	if err := w.c.publish(ctx, e.state.SagaID, e.state.Pending); err != nil {
+	if err := w.c.publish(ctx, e.state.SagaID, e.state.Pending, e.state.Trace); err != nil {
 		return err
 	}
 	e.flushed = true
@@ -340,8 +340,10 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 }
 
 // publish sends commands and the timer of one transition and waits for
-// every acknowledgement.
-func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending) error {
+// every acknowledgement. The schedule carries no message id: publishing it
+// again only replaces it with itself, while an id could make JetStream drop a
+// later schedule for the same due time as a duplicate.
+func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, trace Trace) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(p.Commands)+1)
 	for i := range p.Commands {
 		cmd := &p.Commands[i]
@@ -357,6 +359,12 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending) er
 		m.Header.Set(events.HeaderOp, string(cmd.Op))
 		m.Header.Set(events.HeaderAttempt, fmt.Sprint(cmd.Attempt))
 		m.Header.Set(events.HeaderParticipant, cmd.Participant)
+		if trace.Parent != "" {
+			m.Header.Set(events.HeaderTraceParent, trace.Parent)
+			if trace.State != "" {
+				m.Header.Set(events.HeaderTraceState, trace.State)
+			}
+		}
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return fmt.Errorf("publish command: %w", err)
@@ -375,7 +383,6 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending) er
 		at := time.UnixMilli(p.ScheduleMS + 999).UTC().Truncate(time.Second)
 		m.Header.Set(jetstream.ScheduleHeader, "@at "+at.Format(time.RFC3339))
 		m.Header.Set(jetstream.ScheduleTargetHeader, c.ns.Tick(sagaID))
-		m.Header.Set(events.HeaderMsgID, events.TickMsgID(sagaID, p.ScheduleMS))
 		m.Header.Set(events.HeaderSagaID, sagaID)
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {

@@ -382,3 +382,71 @@ func TestCoordinatorRejectsBadInput(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestCoordinatorTimerRescheduledSameDue is a regression test: the saga
+// deadline D is scheduled, replaced by an earlier step timeout, which fires
+// with nothing due; D is scheduled again and must still fire (an id on
+// schedules once made JetStream drop the second schedule of D).
+func TestCoordinatorTimerRescheduledSameDue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	b.respond("audit", func(c events.Command) decision {
+		if c.Op == events.OpDo {
+			return decision{drop: true} // never answers
+		}
+		return decision{}
+	})
+	plan := transferPlan("resched", orchestrator.Timeout(1500*time.Millisecond)).
+		Deadline(3*time.Second).
+		Step("audit", "audit", "Audit", "Unaudit", nil)
+	if _, err := b.client.Start(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	st := b.wait("resched", orchestrator.Compensated)
+	if !strings.Contains(st.Reason, "deadline") {
+		t.Fatalf("reason %q", st.Reason)
+	}
+}
+
+// TestCoordinatorPassesTraceContext: the start's traceparent reaches every
+// command.
+func TestCoordinatorPassesTraceContext(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if _, err := b.client.Start(context.Background(), transferPlan("traced").TraceContext(tp, "k=v")); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("traced", orchestrator.Committed)
+	tl, err := b.client.Timeline(context.Background(), "traced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := 0
+	for _, e := range tl {
+		if e.Kind != events.KindCommand {
+			continue
+		}
+		cmds++
+		m, err := b.js.Stream(context.Background(), events.Default.CommandsStream())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := m.GetMsg(context.Background(), e.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw.Header.Get(events.HeaderTraceParent) != tp || raw.Header.Get(events.HeaderTraceState) != "k=v" {
+			t.Fatalf("command %s lacks the trace context: %v", e.Subject, raw.Header)
+		}
+	}
+	if cmds != 2 {
+		t.Fatalf("%d commands", cmds)
+	}
+}

@@ -3,6 +3,8 @@ package orchestrator
 import (
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/jetsaga/jetsaga/events"
 )
 
@@ -11,12 +13,15 @@ import (
 // does not decode yields an Input with Err set, which Next rejects and
 // records. ok is false when the subject itself is not a saga input (it
 // cannot be attributed to any saga).
-func DecodeInput(ns events.Namespace, subject string, data []byte, seq uint64, ts time.Time) (in Input, ok bool) {
+func DecodeInput(ns events.Namespace, subject string, header nats.Header, data []byte, seq uint64, ts time.Time) (in Input, ok bool) {
 	sub, err := ns.Parse(subject)
 	if err != nil || sub.Kind == events.KindCommand || sub.Kind == events.KindSchedule {
 		return Input{}, false
 	}
 	in = Input{Kind: sub.Kind, SagaID: sub.SagaID, Participant: sub.Participant, Seq: seq, TimeMS: ts.UnixMilli()}
+	if sub.Kind == events.KindStart && header != nil {
+		in.Trace = Trace{Parent: header.Get(events.HeaderTraceParent), State: header.Get(events.HeaderTraceState)}
+	}
 	switch sub.Kind {
 	case events.KindStart:
 		v, err := events.DecodeStart(data)

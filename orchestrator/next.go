@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -24,6 +25,8 @@ type Input struct {
 	// Err is the decoding error of a message that could not be read; the
 	// input is rejected and recorded.
 	Err error
+	// Trace is the start message's trace context.
+	Trace Trace
 }
 
 // Result is what [Next] decided.
@@ -141,17 +144,20 @@ func onStart(prev *State, in Input) Result {
 			StartedMS: in.TimeMS, UpdatedMS: in.TimeMS}
 		return Result{State: s, Changed: true, Rejected: err.Error()}
 	}
-	if prev != nil && prev.Status != Rejected {
+	if prev != nil {
 		if prev.PlanHash == hash {
 			return Result{State: prev, Ignored: "duplicate start"}
 		}
 		m := machine{s: prev.clone(), now: in.TimeMS}
 		reason := "saga id already started with a different plan"
+		if prev.Status == Rejected {
+			reason = "saga id already used by a rejected start; use a new id"
+		}
 		m.reject(in, reason)
 		return m.result(prev, reason)
 	}
 	s := &State{V: stateVersion, SagaID: start.SagaID, Name: start.Name, Status: Running, Plan: start,
-		PlanHash: hash, StartedMS: in.TimeMS, UpdatedMS: in.TimeMS, Steps: make([]StepState, len(start.Steps))}
+		PlanHash: hash, Trace: in.Trace, StartedMS: in.TimeMS, UpdatedMS: in.TimeMS, Steps: make([]StepState, len(start.Steps))}
 	if start.DeadlineMS > 0 {
 		s.DeadlineMS = in.TimeMS + start.DeadlineMS
 	}
@@ -243,6 +249,9 @@ func (m *machine) applyOutcome(i int, op events.Op, status events.Status, reason
 	case events.Succeeded:
 		st.Status = StepSucceeded
 		st.Result = result
+		if len(result) > MaxStoredResultBytes {
+			st.Result = json.RawMessage(fmt.Sprintf(`{"omitted_bytes":%d}`, len(result)))
+		}
 		return
 	case events.Failed, events.Rejected:
 		st.Status = StepFailed
@@ -329,7 +338,7 @@ func (m *machine) onTick(due int64) {
 			m.now = max(due, m.now)
 		}
 	}
-	if s.Status == Running && s.DeadlineMS != 0 && s.DeadlineMS <= due && !m.pivotStarted() {
+	if s.Status == Running && s.DeadlineMS != 0 && s.DeadlineMS <= due && !m.pastNoReturn() {
 		fired = true
 		m.now = s.DeadlineMS
 		m.compensate(-1, fmt.Sprintf("saga deadline of %d ms exceeded", s.Plan.DeadlineMS))
@@ -339,14 +348,16 @@ func (m *machine) onTick(due int64) {
 	}
 }
 
-// pivotStarted reports whether the pivot (if any) has been dispatched and
-// not failed: the saga deadline no longer applies then, because a pivot that
-// may have succeeded cannot be compensated.
-func (m *machine) pivotStarted() bool {
+// pastNoReturn reports whether the saga has passed its point of no return:
+// its pivot, or (without a pivot) one of its retriable steps, has been
+// dispatched and not failed. The saga deadline no longer applies then: a step
+// that may have succeeded and has no compensation forbids going back.
+func (m *machine) pastNoReturn() bool {
 	for i := range m.s.Steps {
-		if m.def(i).Kind == events.Pivot {
-			st := m.s.Steps[i].Status
-			return st != StepPending && st != StepFailed
+		if k := m.def(i).Kind; k == events.Pivot || k == events.Retriable {
+			if st := m.s.Steps[i].Status; st != StepPending && st != StepFailed {
+				return true
+			}
 		}
 	}
 	return false
@@ -364,7 +375,7 @@ func (m *machine) onControl(c *events.Control) string {
 			if st := &s.Steps[i]; st.Stuck {
 				st.Stuck, st.Sends = false, 0
 				op := events.OpDo
-				if s.Status == Compensating {
+				if st.Status == StepCompensating && m.def(i).Kind == events.Compensable {
 					op = events.OpUndo
 				}
 				m.send(i, op, m.now)
@@ -554,7 +565,7 @@ func (m *machine) nextDue() int64 {
 			take(st.DueMS)
 		}
 	}
-	if m.s.Status == Running && !m.pivotStarted() {
+	if m.s.Status == Running && !m.pastNoReturn() {
 		take(m.s.DeadlineMS)
 	}
 	return due

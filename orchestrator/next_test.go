@@ -226,13 +226,46 @@ func TestNextMalformedStartIsFindable(t *testing.T) {
 	if r.State == nil || r.State.Status != Rejected || !strings.Contains(r.State.Reason, "steps") {
 		t.Fatalf("%+v", r)
 	}
-	// A valid start may reuse the id of a rejected one.
+	// The id is burned: a later valid start with it is rejected and
+	// recorded, the saga stays rejected (JetStream would drop its start as a
+	// duplicate anyway).
 	good := events.Start{V: 1, SagaID: "s9", Name: "x", Steps: transfer()}
 	data, _ := good.Encode()
 	decoded, _ := events.DecodeStart(data)
-	r = Next(r.State, Input{Kind: events.KindStart, SagaID: "s9", Start: &decoded, TimeMS: 6})
-	if r.State.Status != Running || len(r.Commands) != 1 {
+	r = Next(r.State, Input{Kind: events.KindStart, SagaID: "s9", Start: &decoded, TimeMS: 6, Seq: 2})
+	if r.State.Status != Rejected || len(r.Commands) != 0 || !strings.Contains(r.Rejected, "rejected start") || len(r.State.Rejections) != 1 {
 		t.Fatalf("%+v", r)
+	}
+}
+
+// Regression: a deadline that passes after a retriable step was dispatched
+// (no pivot) must not start a compensation that could never finish.
+func TestNextDeadlineAfterPointOfNoReturn(t *testing.T) {
+	start := events.Start{V: 1, SagaID: "s1", Name: "t", DeadlineMS: 3000, Steps: []events.Step{
+		comp("reserve", "p"),
+		{Name: "notify", Participant: "q", Action: "Notify", Kind: events.Retriable},
+	}}
+	data, _ := start.Encode()
+	decoded, _ := events.DecodeStart(data)
+	f := &fixture{t: t, now: 1000}
+	f.apply(Input{Kind: events.KindStart, Start: &decoded})
+	f.outcome("p", "reserve", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Running, "notify/do/1")
+	r := f.tick(f.state.DeadlineMS)
+	if f.state.Status != Running || len(r.Commands) != 0 {
+		t.Fatalf("deadline after the point of no return acted: %+v", f.state)
+	}
+	f.outcome("q", "notify", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Committed)
+}
+
+func TestNextLargeResultIsNotStored(t *testing.T) {
+	f := newFixture(t, transfer()...)
+	big := `{"blob":"` + strings.Repeat("x", MaxStoredResultBytes) + `"}`
+	o := events.Outcome{V: 1, SagaID: "s1", Participant: "bank-a", Step: "debit", Op: events.OpDo, Attempt: 1, Status: events.Succeeded, Result: []byte(big)}
+	f.apply(Input{Kind: events.KindEvent, Participant: "bank-a", Outcome: &o})
+	if got := string(f.state.Steps[0].Result); !strings.Contains(got, "omitted_bytes") {
+		t.Fatalf("result stored: %d bytes", len(got))
 	}
 }
 

@@ -20,7 +20,16 @@ import (
 //		Step("credit", "bank-b", "TransIn", "TransInCompensate", req, orchestrator.Timeout(10*time.Second))
 type Plan struct {
 	start events.Start
+	trace Trace
 	errs  []error
+}
+
+// TraceContext sets the W3C trace context (traceparent, tracestate) sent
+// with the start message; the coordinator passes it on to every command and
+// participants to their outcomes.
+func (p *Plan) TraceContext(traceparent, tracestate string) *Plan {
+	p.trace = Trace{Parent: traceparent, State: tracestate}
+	return p
 }
 
 // NewPlan starts a plan for a saga of the given name. Its id is a new UUIDv7

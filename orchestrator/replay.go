@@ -21,7 +21,7 @@ func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace) (map
 		if err != nil {
 			return err
 		}
-		in, ok := DecodeInput(ns, m.Subject(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
+		in, ok := DecodeInput(ns, m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
 		if !ok {
 			return nil
 		}

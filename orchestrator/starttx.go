@@ -38,6 +38,12 @@ func StartTx(ctx context.Context, tx pgx.Tx, ob *outbox.Outbox, ns events.Namesp
 		Header:  nats.Header{events.HeaderSagaID: []string{start.SagaID}},
 		Data:    data,
 	}
+	if plan.trace.Parent != "" {
+		msg.Header.Set(events.HeaderTraceParent, plan.trace.Parent)
+		if plan.trace.State != "" {
+			msg.Header.Set(events.HeaderTraceState, plan.trace.State)
+		}
+	}
 	if ob == nil {
 		err = outbox.Write(ctx, tx, msg)
 	} else {

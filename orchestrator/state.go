@@ -85,6 +85,9 @@ type State struct {
 	FailStep int   `json:"fail_step,omitempty"`
 	// TimerMS is the due time of the saga's pending timer, 0 if none.
 	TimerMS int64 `json:"timer_ms,omitempty"`
+	// Trace is the W3C trace context of the start message, passed on to
+	// every command.
+	Trace Trace `json:"trace,omitzero"`
 	// Pending holds what the last transition must publish: the coordinator
 	// writes the state first, then publishes these (idempotently, by message
 	// id). Whoever loads a state that may not have been flushed publishes
@@ -117,6 +120,17 @@ type StepState struct {
 	// Stuck marks the step that parked the saga.
 	Stuck bool `json:"stuck,omitempty"`
 }
+
+// Trace is a W3C trace context (the traceparent and tracestate headers).
+type Trace struct {
+	Parent string `json:"parent,omitempty"`
+	State  string `json:"state,omitempty"`
+}
+
+// MaxStoredResultBytes bounds the result of a step kept in the state: a
+// larger one is replaced by {"omitted_bytes": n}, so that a state always fits
+// in a NATS message.
+const MaxStoredResultBytes = 4096
 
 // Pending is the output of a saga's last transition.
 type Pending struct {
