@@ -228,8 +228,8 @@ type ledger struct {
 	pool *pgxpool.Pool
 	// calls counts handler runs per action name.
 	calls map[string]*atomic.Int64
-	// hook, when set, runs at the start of every handler; its error is
-	// the handler's.
+	// hook, when set, runs in every handler after its business write; its
+	// error is the handler's.
 	hook atomic.Pointer[func(ctx context.Context, info StepInfo) error]
 }
 
@@ -289,13 +289,13 @@ func (l *ledger) register(p *Participant) {
 func (l *ledger) handler(f func(ctx context.Context, tx pgx.Tx, m move) error) Handler[move] {
 	return func(ctx context.Context, tx pgx.Tx, info StepInfo, m move) (any, error) {
 		l.calls[info.Action].Add(1)
+		if err := f(ctx, tx, m); err != nil {
+			return nil, err
+		}
 		if h := l.hook.Load(); h != nil && *h != nil {
 			if err := (*h)(ctx, info); err != nil {
 				return nil, err
 			}
-		}
-		if err := f(ctx, tx, m); err != nil {
-			return nil, err
 		}
 		return map[string]any{"account": m.Account, "moved": m.Amount}, nil
 	}

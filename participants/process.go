@@ -133,35 +133,36 @@ func (p *Participant) runCommand(ctx context.Context, j *job) verdict {
 		// terminate the message (a crash): finish the job.
 		return transient(fmt.Errorf("delivery %d is past the retry budget of %d attempts", j.delivered, cmd.Retry.MaxAttempts))
 	}
-	invoke, rejected := p.prepare(cmd)
+	invoke, rejected, badPayload := p.prepare(cmd)
 	info := StepInfo{SagaID: cmd.SagaID, Step: cmd.Step, Action: cmd.Action, Op: cmd.Op,
 		Attempt: cmd.Attempt, Participant: p.cfg.Name, Delivered: j.delivered}
 	if cmd.Op == events.OpDo {
 		return p.runDo(ctx, j, info, invoke, rejected)
 	}
-	return p.runUndo(ctx, j, info, invoke, rejected)
+	return p.runUndo(ctx, j, info, invoke, rejected, badPayload)
 }
 
 // prepare finds the command's handler and decodes its payload. A non-empty
-// reason means the command is poison.
-func (p *Participant) prepare(cmd *events.Command) (invoke invokeFunc, reason string) {
+// reason means the command is poison; badPayload says that only its payload
+// is (the command itself names a handler of ours).
+func (p *Participant) prepare(cmd *events.Command) (invoke invokeFunc, reason string, badPayload bool) {
 	if cmd.Participant != p.cfg.Name {
-		return nil, fmt.Sprintf("command for participant %q delivered to participant %q", cmd.Participant, p.cfg.Name)
+		return nil, fmt.Sprintf("command for participant %q delivered to participant %q", cmd.Participant, p.cfg.Name), false
 	}
 	p.mu.Lock()
 	a := p.actions[cmd.Action]
 	p.mu.Unlock()
 	if a == nil {
-		return nil, fmt.Sprintf(reasonUnknownActionFm, cmd.Action, p.cfg.Name)
+		return nil, fmt.Sprintf(reasonUnknownActionFm, cmd.Action, p.cfg.Name), false
 	}
 	if a.op != cmd.Op {
-		return nil, fmt.Sprintf("action %q is registered for op %q, the command has op %q", cmd.Action, a.op, cmd.Op)
+		return nil, fmt.Sprintf("action %q is registered for op %q, the command has op %q", cmd.Action, a.op, cmd.Op), false
 	}
 	invoke, err := safePrepare(a, cmd.Payload)
 	if err != nil {
-		return nil, fmt.Sprintf("action %q: %v", cmd.Action, err)
+		return nil, fmt.Sprintf("action %q: %v", cmd.Action, err), true
 	}
-	return invoke, ""
+	return invoke, "", false
 }
 
 func safePrepare(a *action, payload json.RawMessage) (invoke invokeFunc, err error) {
@@ -306,8 +307,12 @@ func storedDoOutcome(r *row) (events.Status, string, json.RawMessage) {
 //
 // Only a compensation whose action succeeded runs the handler; a duplicate
 // re-sends "compensated", and one whose action never ran, failed or was
-// rejected is a null compensation.
-func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke invokeFunc, rejected string) verdict {
+// rejected is a null compensation. A command that names no compensation of
+// ours is rejected whatever the barrier says (a plan bug shows at once); a
+// payload that does not decode is rejected only if the handler must run (a
+// rejected action's compensation carries the same bad payload and is a
+// null compensation). A rejected compensation writes no barrier row.
+func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke invokeFunc, rejected string, badPayload bool) verdict {
 	tx, release, err := p.begin(ctx)
 	if err != nil {
 		return transient(fmt.Errorf("begin: %w", err))
@@ -340,6 +345,10 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 		}
 		o.Result = undo.result
 		p.log.Info("duplicate compensation skipped: re-sending its outcome", j.log...)
+	case rejected != "" && !badPayload:
+		release()
+		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
+		return p.writeAlone(ctx, j, &o)
 	case voided || do.status != statusSucceeded:
 		o.Reason = reasonNullNeverRan
 		if !voided {

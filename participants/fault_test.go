@@ -1,0 +1,450 @@
+package participants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/testenv"
+	"github.com/jetsaga/jetsaga/participants/participanttest"
+)
+
+// TestCrashBetweenCommitAndAck closes the participant's NATS connection
+// right after the step committed, before the ack (and before its relay could
+// publish): the command comes back to a second instance, which must neither
+// apply it again nor publish its outcome twice.
+func TestCrashBetweenCommitAndAck(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+
+	nc1, js1 := testenv.Connect(t, b.srv.URL())
+	crashed := make(chan struct{})
+	p1 := b.newParticipant(t, js1, func(c *Config) { c.AckWait = 500 * time.Millisecond })
+	var once sync.Once
+	p1.afterCommit = func(jetstream.Msg) {
+		once.Do(func() {
+			nc1.Close()
+			close(crashed)
+		})
+	}
+	done := make(chan error, 1)
+	go func() { done <- p1.Run(context.Background()) }()
+
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	b.send(t, c)
+	<-crashed
+	select {
+	case err := <-done:
+		if !errors.Is(err, nats.ErrConnectionClosed) && !strings.Contains(fmt.Sprint(err), "closed") {
+			t.Fatalf("Run after its connection closed = %v, want a closed-connection error", err)
+		}
+	case <-time.After(waitTotal):
+		t.Fatal("Run did not return after its connection closed")
+	}
+	if got := b.l.balance(t, "alice"); got != 70 {
+		t.Fatalf("balance after the crash = %d, want 70 (committed)", got)
+	}
+
+	// The second instance gets the command again after AckWait.
+	p2 := b.newParticipant(t, nil, func(c *Config) { c.AckWait = 500 * time.Millisecond })
+	start(t, p2)
+	o := b.wait(t, c)
+	b.settled(t, p2)
+	if o.Status != events.Succeeded {
+		t.Fatalf("outcome = %+v, want succeeded", o.Outcome)
+	}
+	if got := b.l.calls["Withdraw"].Load(); got != 1 {
+		t.Fatalf("Withdraw ran %d times, want 1", got)
+	}
+	if got := b.l.balance(t, "alice"); got != 70 {
+		t.Fatalf("balance = %d, want 70", got)
+	}
+	if os := b.outcomes(t, "s1"); len(os) != 1 {
+		t.Fatalf("%d outcome messages on %s, want 1", len(os), b.ns.Event(testName, "s1"))
+	}
+}
+
+// TestTransientErrorsThenSuccess fails the handler five times, then lets it
+// through: applied once, one outcome.
+func TestTransientErrorsThenSuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	var tries atomic.Int64
+	var deliveries []uint64
+	var mu sync.Mutex
+	b.l.setHook(func(ctx context.Context, info StepInfo) error {
+		mu.Lock()
+		deliveries = append(deliveries, info.Delivered)
+		mu.Unlock()
+		if tries.Add(1) <= 5 {
+			return errors.New("database hiccup")
+		}
+		return nil
+	})
+	start(t, p)
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	b.send(t, c)
+	if o := b.wait(t, c); o.Status != events.Succeeded {
+		t.Fatalf("outcome = %+v, want succeeded", o.Outcome)
+	}
+	b.settled(t, p)
+	if got := tries.Load(); got != 6 {
+		t.Fatalf("handler ran %d times, want 6", got)
+	}
+	mu.Lock()
+	if fmt.Sprint(deliveries) != "[1 2 3 4 5 6]" {
+		t.Errorf("deliveries seen by the handler = %v, want 1..6", deliveries)
+	}
+	mu.Unlock()
+	if got := b.l.balance(t, "alice"); got != 70 {
+		t.Fatalf("balance = %d, want 70", got)
+	}
+	if os := b.outcomes(t, "s1"); len(os) != 1 {
+		t.Fatalf("%d outcomes, want 1", len(os))
+	}
+}
+
+// TestRetryBudgetExhausted fails the handler every time: after MaxAttempts
+// deliveries the command is terminated with an exhausted outcome and nothing
+// is applied.
+func TestRetryBudgetExhausted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	// The handler debits, then fails: the debit must not survive.
+	b.l.setHook(func(ctx context.Context, info StepInfo) error { return errors.New("downstream unavailable") })
+	start(t, p)
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	c.Retry = events.RetryPolicy{MaxAttempts: 3, InitialBackoffMS: 5, MaxBackoffMS: 20}
+	b.send(t, c)
+	o := b.wait(t, c)
+	if o.Status != events.Exhausted || !strings.Contains(o.Reason, "downstream unavailable") || !strings.Contains(o.Reason, "3 deliveries") {
+		t.Fatalf("outcome = %+v, want exhausted after 3 deliveries naming the last error", o.Outcome)
+	}
+	b.settled(t, p)
+	if got := b.l.calls["Withdraw"].Load(); got != 3 {
+		t.Fatalf("handler ran %d times, want 3", got)
+	}
+	if got := b.l.balance(t, "alice"); got != 100 {
+		t.Fatalf("balance = %d, want 100 (nothing applied)", got)
+	}
+	if _, ok := b.barrierRow(t, "s1", "debit", events.OpDo); ok {
+		t.Fatal("a barrier row survived an exhausted action; a retry with a fresh budget would be refused")
+	}
+	if os := b.outcomes(t, "s1"); len(os) != 1 {
+		t.Fatalf("%d outcomes, want 1", len(os))
+	}
+	// The compensation that follows is a null one.
+	undo := cmd("s1", "debit", events.OpUndo, "WithdrawCompensate", "alice", 30)
+	b.l.setHook(nil)
+	b.send(t, undo)
+	if o := b.wait(t, undo); o.Status != events.Compensated || o.Reason != reasonNullNeverRan {
+		t.Fatalf("undo outcome = %+v, want a null compensation", o.Outcome)
+	}
+}
+
+// TestPoisonCommands sends commands that can never succeed: each is
+// terminated, answered with a rejected outcome, and applies nothing.
+func TestPoisonCommands(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	start(t, p)
+	ctx := t.Context()
+
+	// Bad JSON: anonymous rejection on the saga of the subject.
+	if _, err := b.js.Publish(ctx, b.ns.Command(testName, "bad-json"), []byte(`{"v":1,"saga_id":`)); err != nil {
+		t.Fatal(err)
+	}
+	// Unknown action.
+	unknown := cmd("unknown-action", "x", events.OpDo, "Teleport", "alice", 1)
+	b.send(t, unknown)
+	// Negative amount: the payload's Validate refuses it.
+	negative := cmd("negative", "debit", events.OpDo, "Withdraw", "alice", -5)
+	b.send(t, negative)
+	// Unknown field in the payload.
+	extra := cmd("extra-field", "debit", events.OpDo, "Withdraw", "alice", 5)
+	extra.Payload = []byte(`{"account":"alice","amount":5,"memo":"hi"}`)
+	b.send(t, extra)
+	// An action run with the wrong op.
+	wrongOp := cmd("wrong-op", "debit", events.OpUndo, "Withdraw", "alice", 5)
+	b.send(t, wrongOp)
+	// A command for another participant on our subject.
+	other := cmd("other", "debit", events.OpDo, "Withdraw", "alice", 5)
+	other.Participant = "someone-else"
+	data, err := other.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.js.Publish(ctx, b.ns.Command(testName, "other"), data); err != nil {
+		t.Fatal(err)
+	}
+
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		for _, saga := range []string{"bad-json", "unknown-action", "negative", "extra-field", "wrong-op", "other"} {
+			if len(b.outcomes(t, saga)) == 0 {
+				return fmt.Errorf("no outcome for %s yet", saga)
+			}
+		}
+		return nil
+	})
+	b.settled(t, p)
+	want := map[string]string{
+		"bad-json":       "undecodable command",
+		"unknown-action": `unknown action "Teleport"`,
+		"negative":       "amount: is -5, must be > 0",
+		"extra-field":    `unknown field "memo"`,
+		"wrong-op":       `registered for op "do"`,
+		"other":          `participant "someone-else"`,
+	}
+	for saga, reason := range want {
+		os := b.outcomes(t, saga)
+		if len(os) != 1 {
+			t.Errorf("%s: %d outcomes, want 1", saga, len(os))
+			continue
+		}
+		o := os[0]
+		if o.Status != events.Rejected || !strings.Contains(o.Reason, reason) {
+			t.Errorf("%s: outcome %s %q, want rejected containing %q", saga, o.Status, o.Reason, reason)
+		}
+		if saga == "bad-json" && (o.Step != "" || o.Attempt != 0) {
+			t.Errorf("bad-json: outcome names step %q attempt %d, want an anonymous rejection", o.Step, o.Attempt)
+		}
+	}
+	if got := b.l.balance(t, "alice"); got != 100 {
+		t.Fatalf("balance = %d, want 100", got)
+	}
+	for a, n := range b.l.calls {
+		if n.Load() != 0 {
+			t.Errorf("%s ran %d times, want 0", a, n.Load())
+		}
+	}
+	// A rejected action is recorded, so that its compensation is a null one
+	// and a redelivery re-sends the rejection without running anything.
+	if r, ok := b.barrierRow(t, "negative", "debit", events.OpDo); !ok || r.status != statusRejected {
+		t.Fatalf("barrier row of the rejected action = %+v (found %v), want rejected", r, ok)
+	}
+	undo := cmd("negative", "debit", events.OpUndo, "WithdrawCompensate", "alice", -5)
+	b.send(t, undo)
+	if o := b.wait(t, undo); o.Status != events.Compensated || !strings.Contains(o.Reason, "null compensation") {
+		t.Fatalf("undo of a rejected action = %+v, want a null compensation", o.Outcome)
+	}
+	again := negative
+	again.Attempt = 2
+	b.send(t, again)
+	if o := b.wait(t, again); o.Status != events.Rejected {
+		t.Fatalf("rejected action sent again = %+v, want rejected again", o.Outcome)
+	}
+	b.settled(t, p)
+}
+
+// TestRejectedCompensation: a compensation whose action ran but whose
+// payload is poison cannot run; it is rejected and leaves no barrier row, so
+// that a fixed compensation can still run later.
+func TestRejectedCompensation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	start(t, p)
+	do := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	b.send(t, do)
+	b.wait(t, do)
+	bad := cmd("s1", "debit", events.OpUndo, "WithdrawCompensate", "alice", 0)
+	b.send(t, bad)
+	if o := b.wait(t, bad); o.Status != events.Rejected {
+		t.Fatalf("outcome = %+v, want rejected", o.Outcome)
+	}
+	if _, ok := b.barrierRow(t, "s1", "debit", events.OpUndo); ok {
+		t.Fatal("a rejected compensation left an undo row")
+	}
+	good := cmd("s1", "debit", events.OpUndo, "WithdrawCompensate", "alice", 30)
+	good.Attempt = 2
+	b.send(t, good)
+	if o := b.wait(t, good); o.Status != events.Compensated || o.Reason != "" {
+		t.Fatalf("outcome = %+v, want a real compensation", o.Outcome)
+	}
+	b.settled(t, p)
+	if got := b.l.balance(t, "alice"); got != 100 {
+		t.Fatalf("balance = %d, want 100", got)
+	}
+}
+
+// TestLongHandlerKeptAlive runs a handler three times longer than AckWait:
+// progress acks keep JetStream from delivering the command again.
+func TestLongHandlerKeptAlive(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	const ackWait = 300 * time.Millisecond
+	p := b.newParticipant(t, nil, func(c *Config) { c.AckWait = ackWait })
+	b.l.setHook(func(ctx context.Context, info StepInfo) error {
+		time.Sleep(3 * ackWait)
+		return nil
+	})
+	start(t, p)
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	b.send(t, c)
+	if o := b.wait(t, c); o.Status != events.Succeeded {
+		t.Fatalf("outcome = %+v", o.Outcome)
+	}
+	b.settled(t, p)
+	if got := b.l.calls["Withdraw"].Load(); got != 1 {
+		t.Fatalf("handler ran %d times, want 1: the command was delivered again while it ran", got)
+	}
+}
+
+// TestHandlerPanic: a panic is a transient error, retried like any other.
+func TestHandlerPanic(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	var n atomic.Int64
+	b.l.setHook(func(ctx context.Context, info StepInfo) error {
+		if n.Add(1) == 1 {
+			panic("boom")
+		}
+		return nil
+	})
+	start(t, p)
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	b.send(t, c)
+	if o := b.wait(t, c); o.Status != events.Succeeded {
+		t.Fatalf("outcome = %+v", o.Outcome)
+	}
+	if got := b.l.balance(t, "alice"); got != 70 {
+		t.Fatalf("balance = %d, want 70", got)
+	}
+}
+
+// TestGracefulShutdown cancels Run while handlers are in flight: they all
+// commit and are acked before Run returns.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 8
+	accounts := map[string]int64{}
+	for i := range n {
+		accounts[fmt.Sprintf("a%d", i)] = 100
+	}
+	b.l.seed(t, accounts)
+	p := b.newParticipant(t, nil, func(c *Config) { c.Concurrency = n })
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	// Deferred calls run before the cleanup that stops Run: a failing test
+	// does not leave handlers blocked.
+	defer releaseOnce.Do(func() { close(release) })
+	var entered atomic.Int64
+	b.l.setHook(func(ctx context.Context, info StepInfo) error {
+		entered.Add(1)
+		<-release
+		return nil
+	})
+	stop := start(t, p)
+	for i := range n {
+		b.send(t, cmd(fmt.Sprintf("s%d", i), "debit", events.OpDo, "Withdraw", fmt.Sprintf("a%d", i), 10))
+	}
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		if got := entered.Load(); got != n {
+			return fmt.Errorf("%d handlers running, want %d", got, n)
+		}
+		return nil
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run returned (%v) while handlers were still running", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	releaseOnce.Do(func() { close(release) })
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for a := range accounts {
+		if got := b.l.balance(t, a); got != 90 {
+			t.Fatalf("balance of %s = %d, want 90: every handler in flight commits", a, got)
+		}
+	}
+	c, err := b.js.Consumer(t.Context(), b.ns.CommandsStream(), p.ConsumerConfig().Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Stream != uint64(n) {
+		t.Fatalf("consumer after shutdown: %d unacked, %d pending, ack floor %d; want all %d acked",
+			info.NumAckPending, info.NumPending, info.AckFloor.Stream, n)
+	}
+	// The outcomes are committed: published, or still in the outbox for
+	// the next relay.
+	pend, err := p.Outbox().Pending(t.Context(), b.pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := participanttest.AllOutcomes(t.Context(), b.js, b.ns, testName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := int(pend.Rows) + len(all); got != n {
+		t.Fatalf("%d outcomes published + %d pending, want %d in all", len(all), pend.Rows, n)
+	}
+}
+
+// TestShutdownTimeoutCancelsHandlers: a handler that outlives
+// ShutdownTimeout sees its context cancelled, rolls back, and the command
+// stays for the next run.
+func TestShutdownTimeoutCancelsHandlers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, func(c *Config) { c.ShutdownTimeout = 50 * time.Millisecond })
+	var entered atomic.Bool
+	b.l.setHook(func(ctx context.Context, info StepInfo) error {
+		entered.Store(true)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	stop := start(t, p)
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	b.send(t, c)
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		if !entered.Load() {
+			return errors.New("handler not running yet")
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := b.l.balance(t, "alice"); got != 100 {
+		t.Fatalf("balance = %d, want 100", got)
+	}
+	if _, ok := b.barrierRow(t, "s1", "debit", events.OpDo); ok {
+		t.Fatal("the interrupted step left a barrier row")
+	}
+	// The next instance runs it.
+	b.l.setHook(nil)
+	p2 := b.newParticipant(t, nil, nil)
+	start(t, p2)
+	if o := b.wait(t, c); o.Status != events.Succeeded {
+		t.Fatalf("outcome = %+v", o.Outcome)
+	}
+}
