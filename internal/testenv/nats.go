@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,9 +23,20 @@ func SyncAlways() NATSOption {
 	return func(o *devenv.NATSOptions) { o.SyncAlways = true }
 }
 
-// WithLog sends the server's log lines to t.Logf.
+// WithLog sends the server's log lines to t.Logf (shown when the test
+// fails or with -v). Lines logged after the server is closed are dropped:
+// t.Logf panics once the test has completed.
 func WithLog(t testing.TB) NATSOption {
-	return func(o *devenv.NATSOptions) { o.Logf = t.Logf }
+	return func(o *devenv.NATSOptions) {
+		var done atomic.Bool
+		// Registered before the server's Close, so it runs after it.
+		t.Cleanup(func() { done.Store(true) })
+		o.Logf = func(format string, args ...any) {
+			if !done.Load() {
+				t.Logf(format, args...)
+			}
+		}
+	}
 }
 
 // NATS starts an embedded NATS server with JetStream stored in

@@ -313,14 +313,16 @@ func TestSyncAlways(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		opts []testenv.NATSOption
+		opts func(t *testing.T) []testenv.NATSOption
 		want bool
 	}{
-		{"default", nil, false},
-		{"always", []testenv.NATSOption{testenv.SyncAlways()}, true},
+		{"default", func(*testing.T) []testenv.NATSOption { return nil }, false},
+		{"always", func(t *testing.T) []testenv.NATSOption {
+			return []testenv.NATSOption{testenv.SyncAlways(), testenv.WithLog(t)}
+		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := testenv.NATS(t, tc.opts...)
+			srv := testenv.NATS(t, tc.opts(t)...)
 			v, err := srv.Server().Varz(&server.VarzOptions{})
 			if err != nil {
 				t.Fatalf("varz: %v", err)
