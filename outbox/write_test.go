@@ -161,3 +161,25 @@ func TestWriteStoresMessages(t *testing.T) {
 		t.Errorf("Write(): %v", err)
 	}
 }
+
+// FuzzValidSubject checks that every subject validSubject accepts is a
+// literal NATS subject: bounded, no wildcards, no whitespace, no empty
+// tokens.
+func FuzzValidSubject(f *testing.F) {
+	for _, s := range []string{"a", "a.b", "test.>", "a..b", ".a", "a.", "a b", "a.*.c", "ä.ö", "a\x00b", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if validSubject(s) != "" {
+			return
+		}
+		if s == "" || len(s) > MaxSubjectLength || strings.ContainsAny(s, "*> \t\r\n\x00") {
+			t.Fatalf("accepted %q", s)
+		}
+		for _, tok := range strings.Split(s, ".") {
+			if tok == "" {
+				t.Fatalf("accepted %q with an empty token", s)
+			}
+		}
+	})
+}
