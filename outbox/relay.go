@@ -80,10 +80,11 @@ type RelayConfig struct {
 	// duplicate window, 2 minutes by default). Set it if your streams'
 	// duplicate window is shorter than PostgreSQL's recovery time.
 	DurableDelete bool
-	// OnError, if set, receives every error the relay recovers from
-	// (database errors, publish errors per row, listener errors). It is
-	// called from the relay's goroutines and must not block. Default:
-	// errors are only counted in [RelayStats].
+	// OnError, if set, receives the errors the relay recovers from: each
+	// database error, the first publish error of each round (all failed
+	// rows are counted in RelayStats.PublishErrors), and each failure of
+	// the LISTEN connection. It is called from the relay's goroutines and
+	// must not block. Default: errors are only counted in [RelayStats].
 	OnError func(error)
 }
 
