@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 
 	"github.com/jackc/pgx/v5"
 
@@ -156,7 +157,8 @@ func preparer[T any](h Handler[T]) func(json.RawMessage) (invokeFunc, error) {
 }
 
 // decodePayload decodes raw into a T strictly (unknown fields and trailing
-// data rejected; an absent payload is T's zero value) and validates it.
+// data rejected; an absent payload is T's zero value) and validates it with
+// T's or *T's Validate method, if any (not on a nil pointer).
 func decodePayload[T any](raw json.RawMessage) (T, error) {
 	var v T
 	if len(raw) > 0 {
@@ -170,13 +172,12 @@ func decodePayload[T any](raw json.RawMessage) (T, error) {
 		}
 	}
 	var err error
-	switch x := any(&v).(type) {
-	case validator:
-		err = x.Validate()
-	default:
-		if vv, ok := any(v).(validator); ok {
-			err = vv.Validate()
+	if x, ok := any(v).(validator); ok {
+		if rv := reflect.ValueOf(v); rv.Kind() != reflect.Pointer || !rv.IsNil() {
+			err = x.Validate()
 		}
+	} else if x, ok := any(&v).(validator); ok {
+		err = x.Validate()
 	}
 	if err != nil {
 		return v, fmt.Errorf("payload: %w", err)
