@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/jetsaga/jetsaga/examples/bank"
+	"github.com/jetsaga/jetsaga/orchestrator"
+	"github.com/jetsaga/jetsaga/participants"
+)
+
+// account is an account of the example: a user in one bank.
+type account struct {
+	bank string // the participant: bank-a or bank-b
+	user int64
+	name string
+}
+
+func (a account) String() string { return a.name + "@" + a.bank }
+
+// The example's accounts and their opening balances.
+var (
+	alice = account{"bank-a", 1, "alice"}
+	carol = account{"bank-a", 2, "carol"}
+	bob   = account{"bank-b", 1, "bob"}
+	dave  = account{"bank-b", 2, "dave"}
+
+	demoAccounts = []account{alice, carol, bob, dave}
+	openingCents = map[account]bank.Cents{alice: 1000_00, carol: 500_00, bob: 1000_00, dave: 500_00}
+)
+
+// transferPlan is the transfer saga: debit from in its bank, then credit to
+// in the other.
+func transferPlan(from, to account, amount int64) *orchestrator.Plan {
+	return orchestrator.NewPlan("transfer").
+		Input(map[string]any{"from": from.String(), "to": to.String(), "amount": bank.Cents(amount)}).
+		Step("debit", from.bank, bank.TransOut, bank.TransOut+participants.CompensationSuffix,
+			bank.TransferReq{UserID: from.user, Amount: bank.Cents(amount)}).
+		Step("credit", to.bank, bank.TransIn, bank.TransIn+participants.CompensationSuffix,
+			bank.TransferReq{UserID: to.user, Amount: bank.Cents(amount)})
+}
+
+// transferJSON is the same plan as JSON, for people to paste.
+func transferJSON(from, to account, amount int64) string {
+	a := bank.Cents(amount).String()
+	return fmt.Sprintf(`{"name": "transfer", "steps": [
+  {"name": "debit", "participant": %q, "action": "TransOut", "compensation": "TransOutCompensate",
+   "payload": {"user_id": %d, "amount": %q}},
+  {"name": "credit", "participant": %q, "action": "TransIn", "compensation": "TransInCompensate",
+   "payload": {"user_id": %d, "amount": %q}}]}`, from.bank, from.user, a, to.bank, to.user, a)
+}
+
+// migrateBank creates the participant's tables (barrier, outbox) and the
+// bank's accounts table.
+func migrateBank(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := participants.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	return bank.Migrate(ctx, pool)
+}
+
+// seedBank opens the example's accounts of participant in an empty bank; a
+// bank that has accounts is left alone.
+func seedBank(ctx context.Context, pool *pgxpool.Pool, participant string) (bool, error) {
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM accounts`).Scan(&n); err != nil {
+		return false, err
+	}
+	if n > 0 {
+		return false, nil
+	}
+	accounts := map[int64]bank.Cents{}
+	for acc, c := range openingCents {
+		if acc.bank == participant {
+			accounts[acc.user] = c
+		}
+	}
+	return true, bank.Seed(ctx, pool, accounts)
+}
+
+// registerBank registers the bank's steps on p.
+func registerBank(p *participants.Participant) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("register the bank's steps: %v", r)
+		}
+	}()
+	bank.Register(p)
+	return nil
+}
+
+func balance(ctx context.Context, pool *pgxpool.Pool, acc account) (int64, error) {
+	c, err := bank.Balance(ctx, pool, acc.user)
+	return int64(c), err
+}
+
+func bankTotal(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	c, err := bank.Total(ctx, pool)
+	return int64(c), err
+}
+
+func setAbnormal(ctx context.Context, pool *pgxpool.Pool, acc account, abnormal bool) error {
+	return bank.SetAbnormal(ctx, pool, acc.user, abnormal)
+}
+
+func countNegative(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	var n int
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM accounts WHERE balance < 0`).Scan(&n)
+	return n, err
+}
+
+// lockAccount holds a row lock on acc until release is called, so that a
+// step touching the account blocks inside its transaction.
+func lockAccount(ctx context.Context, pool *pgxpool.Pool, acc account) (release func(), err error) {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE`, acc.user); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("lock %s: %w", acc, err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+	}, nil
+}
+
+// waitLockWaiter waits until a session of the pool's database waits for a
+// lock.
+func waitLockWaiter(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no step blocked on the lock within %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// barrierRows renders the barrier rows of a saga in a participant's
+// database.
+func barrierRows(ctx context.Context, pool *pgxpool.Pool, sagaID string) ([]string, error) {
+	rows, err := pool.Query(ctx, `SELECT step, op, status, attempt FROM `+participants.DefaultBarrierTable+`
+WHERE saga_id = $1 ORDER BY created_at, step, op`, sagaID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var step, op, status string
+		var attempt int
+		if err := r.Scan(&step, &op, &status, &attempt); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("step=%s op=%s status=%s attempt=%d", step, op, status, attempt), nil
+	})
+}
+
+// isDuplicateDatabase reports a CREATE DATABASE of an existing database.
+func isDuplicateDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P04"
+}
