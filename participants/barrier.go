@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/jetsaga/jetsaga/events"
 )
 
 // Barrier statuses, as stored in the status column.
@@ -63,6 +65,15 @@ type row struct {
 	status string
 	reason *string
 	result []byte
+}
+
+// read reads the row of cmd's step for op into r.
+func (b *barrier) read(ctx context.Context, tx pgx.Tx, cmd *events.Command, op events.Op, r *row) error {
+	err := tx.QueryRow(ctx, b.get, cmd.SagaID, cmd.Step, op).Scan(&r.status, &r.reason, &r.result)
+	if err != nil {
+		return fmt.Errorf("barrier: read the %s row: %w", op, err)
+	}
+	return nil
 }
 
 // prune deletes rows created before cutoff, at most batch per statement,

@@ -211,13 +211,13 @@ func (p *Participant) begin(ctx context.Context) (tx pgx.Tx, release func(), err
 // runDo runs an action. Round trips, the handler's own aside:
 //
 //  1. BEGIN;
-//  2. one batch: barrier INSERT (do, succeeded) ON CONFLICT DO NOTHING; the
-//     row read back (a new snapshot, so it sees a row that a concurrent
-//     transaction committed while the insert waited for it); SAVEPOINT;
+//  2. one batch: barrier INSERT (do, succeeded) ON CONFLICT DO NOTHING;
+//     SAVEPOINT;
 //  3. one batch: [ROLLBACK TO SAVEPOINT;] [barrier UPDATE;] outbox INSERT;
 //     COMMIT.
 //
-// A duplicate or hanging action skips the handler and re-sends the stored
+// A duplicate or hanging action (the insert found a row) skips the handler,
+// reads the stored row (one more round trip, only then) and re-sends its
 // outcome in round trip 3.
 func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke invokeFunc, rejected string) verdict {
 	tx, release, err := p.begin(ctx)
@@ -228,15 +228,21 @@ func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke i
 
 	cmd := j.cmd
 	var fresh bool
-	var cur row
 	b := &pgx.Batch{}
 	b.Queue(p.bar.insert, cmd.SagaID, cmd.Step, events.OpDo, statusSucceeded, cmd.Attempt).
 		Exec(func(ct pgconn.CommandTag) error { fresh = ct.RowsAffected() == 1; return nil })
-	b.Queue(p.bar.get, cmd.SagaID, cmd.Step, events.OpDo).
-		QueryRow(func(r pgx.Row) error { return r.Scan(&cur.status, &cur.reason, &cur.result) })
 	b.Queue("SAVEPOINT " + savepoint)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return transient(fmt.Errorf("barrier: %w", err))
+	}
+	var cur row
+	if !fresh {
+		// Duplicate or hanging (rare): read what is there, in a statement
+		// of its own so that it sees a row that a concurrent transaction
+		// committed while the insert waited for it.
+		if err := p.bar.read(ctx, tx, cmd, events.OpDo, &cur); err != nil {
+			return transient(err)
+		}
 	}
 
 	o := p.baseOutcome(j)
@@ -301,9 +307,12 @@ func storedDoOutcome(r *row) (events.Status, string, json.RawMessage) {
 //  2. one batch: barrier INSERT (undo, compensated) ON CONFLICT DO NOTHING;
 //     barrier INSERT (do, voided) ON CONFLICT DO NOTHING — the hanging
 //     guard, which also decides a race with the action: whoever inserts
-//     the do row first wins, the other waits for it; the do row and the
-//     undo row read back;
+//     the do row first wins, the other waits for it; the do row read back
+//     (a statement of its own, so a new snapshot: it sees a row committed
+//     while the insert waited);
 //  3. one batch: [barrier UPDATE;] outbox INSERT; COMMIT.
+//
+// A duplicate (the undo row existed) reads that row in one more round trip.
 //
 // Only a compensation whose action succeeded runs the handler; a duplicate
 // re-sends "compensated", and one whose action never ran, failed or was
@@ -329,10 +338,14 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 		Exec(func(ct pgconn.CommandTag) error { voided = ct.RowsAffected() == 1; return nil })
 	b.Queue(p.bar.get, cmd.SagaID, cmd.Step, events.OpDo).
 		QueryRow(func(r pgx.Row) error { return r.Scan(&do.status, &do.reason, &do.result) })
-	b.Queue(p.bar.get, cmd.SagaID, cmd.Step, events.OpUndo).
-		QueryRow(func(r pgx.Row) error { return r.Scan(&undo.status, &undo.reason, &undo.result) })
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return transient(fmt.Errorf("barrier: %w", err))
+	}
+	if !fresh {
+		// A duplicate (rare): read the outcome it re-sends.
+		if err := p.bar.read(ctx, tx, cmd, events.OpUndo, &undo); err != nil {
+			return transient(err)
+		}
 	}
 
 	o := p.baseOutcome(j)
