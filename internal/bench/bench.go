@@ -1,0 +1,758 @@
+// Package bench runs the bank-transfer saga end to end under load and
+// reports throughput, latency, resource use per saga and the machine's own
+// ceilings measured in the same run, then checks the invariants. It is the
+// engine of `jetsaga bench`.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/examples/bank"
+	"github.com/jetsaga/jetsaga/internal/devenv"
+	"github.com/jetsaga/jetsaga/orchestrator"
+	"github.com/jetsaga/jetsaga/participants"
+)
+
+// Options of a run. The zero value runs 2,000 sagas at concurrency 64 on an
+// embedded NATS server (sync always) and a throwaway PostgreSQL cluster.
+type Options struct {
+	// Sagas to complete. Default 2000; ignored when Duration is set.
+	Sagas int
+	// Duration runs the load for this long instead of a number of sagas.
+	Duration time.Duration
+	// Concurrency is the number of sagas in flight. Default 64.
+	Concurrency int
+	// Accounts per bank. Default 1000.
+	Accounts int
+	// FailShare is the share of transfers whose TransIn fails (abnormal
+	// account); InsufficientShare the share whose TransOut fails
+	// (insufficient balance). Defaults 0.1 and 0.1; negative means 0.
+	FailShare, InsufficientShare float64
+	// JSSync is the JetStream sync policy of the embedded server: "always"
+	// (default, every write fsynced) or "default" (fsync every 2 minutes).
+	// With NATSURL it only labels the report: the server's own setting
+	// applies.
+	JSSync string
+	// Replicas of the streams and bucket. Default 1.
+	Replicas int
+	// NATSURL uses an existing NATS server instead of an embedded one.
+	NATSURL string
+	// NATSOptions are extra options for the connections to NATSURL.
+	NATSOptions []nats.Option
+	// DatabaseURL uses an existing PostgreSQL server (its databases
+	// jetsaga_bench_a and jetsaga_bench_b are dropped and created) instead
+	// of a throwaway cluster.
+	DatabaseURL string
+	// Coordinators is the number of coordinator instances (each with its
+	// own connection). Default 1.
+	Coordinators int
+	// Workers per coordinator. Default 64.
+	Workers int
+	// ParticipantConcurrency is each bank's handler concurrency. Default 32.
+	ParticipantConcurrency int
+	// CeilingDuration is how long each ceiling is measured. Default 3s;
+	// negative skips the ceilings.
+	CeilingDuration time.Duration
+	// Progress receives a progress line per second; nil for none.
+	Progress io.Writer
+	// Logger receives the components' logs. Default: discarded.
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() error {
+	if o.Sagas <= 0 {
+		o.Sagas = 2000
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 64
+	}
+	if o.Accounts <= 0 {
+		o.Accounts = 1000
+	}
+	if o.Accounts < 10 {
+		return fmt.Errorf("accounts: is %d, need at least 10", o.Accounts)
+	}
+	if o.FailShare == 0 {
+		o.FailShare = 0.1
+	}
+	if o.InsufficientShare == 0 {
+		o.InsufficientShare = 0.1
+	}
+	o.FailShare, o.InsufficientShare = max(o.FailShare, 0), max(o.InsufficientShare, 0)
+	if o.FailShare+o.InsufficientShare > 1 {
+		return fmt.Errorf("failure mix: fail share %.2f + insufficient share %.2f exceeds 1", o.FailShare, o.InsufficientShare)
+	}
+	switch o.JSSync {
+	case "":
+		o.JSSync = "always"
+	case "always", "default":
+	default:
+		return fmt.Errorf("js-sync: %q, want always or default", o.JSSync)
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Coordinators <= 0 {
+		o.Coordinators = 1
+	}
+	if o.Workers <= 0 {
+		o.Workers = 64
+	}
+	if o.ParticipantConcurrency <= 0 {
+		o.ParticipantConcurrency = 32
+	}
+	if o.CeilingDuration == 0 {
+		o.CeilingDuration = 3 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Report is the result of a run. Its JSON form is `jetsaga bench --json`.
+type Report struct {
+	Settings Settings `json:"settings"`
+	Machine  Machine  `json:"machine"`
+
+	Sagas          int     `json:"sagas"` // completed: committed + compensated
+	Committed      int     `json:"committed"`
+	Compensated    int     `json:"compensated"`
+	Parked         int     `json:"parked"`
+	Errors         int     `json:"errors"`
+	Seconds        float64 `json:"seconds"`
+	SagasPerSecond float64 `json:"sagas_per_second"`
+	P50ms          float64 `json:"p50_ms"`
+	P90ms          float64 `json:"p90_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	MaxMs          float64 `json:"max_ms"`
+
+	PGCommitsPerSaga   float64 `json:"pg_commits_per_saga"`
+	JSPublishesPerSaga float64 `json:"js_publishes_per_saga"`
+	CPUSeconds         float64 `json:"cpu_seconds"`
+	CPUmsPerSaga       float64 `json:"cpu_ms_per_saga"`
+	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
+	RSSStartBytes      int64   `json:"rss_start_bytes"`
+	RSSEndBytes        int64   `json:"rss_end_bytes"`
+
+	PGCeilingTPS        float64 `json:"pg_ceiling_tps"`
+	JSCeilingPPS        float64 `json:"js_ceiling_pps"`
+	FractionOfPGCeiling float64 `json:"fraction_of_pg_ceiling"`
+	FractionOfJSCeiling float64 `json:"fraction_of_js_ceiling"`
+
+	InvariantsOK    bool     `json:"invariants_ok"`
+	InvariantErrors []string `json:"invariant_errors,omitempty"`
+}
+
+// Settings are the options a run used.
+type Settings struct {
+	Sagas             int     `json:"sagas,omitempty"`
+	DurationSeconds   float64 `json:"duration_seconds,omitempty"`
+	Concurrency       int     `json:"concurrency"`
+	Accounts          int     `json:"accounts"`
+	FailShare         float64 `json:"fail_share"`
+	InsufficientShare float64 `json:"insufficient_share"`
+	JSSync            string  `json:"js_sync"`
+	Replicas          int     `json:"replicas"`
+	Coordinators      int     `json:"coordinators"`
+	Workers           int     `json:"workers"`
+	NATS              string  `json:"nats"`
+	PostgreSQL        string  `json:"postgresql"`
+	SynchronousCommit string  `json:"synchronous_commit"`
+	Fsync             string  `json:"fsync"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	CPUModel  string `json:"cpu_model,omitempty"`
+}
+
+// transfer is one saga of the load and how it ended.
+type transfer struct {
+	id       string
+	from, to int64
+	amount   bank.Cents
+	status   orchestrator.Status
+	debited  bool // TransOut succeeded (even if compensated later)
+	credited bool // TransIn succeeded
+	latency  time.Duration
+	err      error
+}
+
+// initialBalance of every account in both banks.
+const initialBalance = bank.Cents(1_000_000_00)
+
+// env is the infrastructure of a run.
+type env struct {
+	o       *Options
+	ns      events.Namespace
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	poolA   *pgxpool.Pool
+	poolB   *pgxpool.Pool
+	closers []func()
+	report  *Report
+}
+
+func (e *env) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+// Run performs one benchmark run. It returns an error if the run could not
+// be carried out; a run whose invariants fail returns a report with
+// InvariantsOK false (and no error).
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	r := &Report{Machine: machine(), Settings: Settings{Concurrency: o.Concurrency, Accounts: o.Accounts,
+		FailShare: o.FailShare, InsufficientShare: o.InsufficientShare, JSSync: o.JSSync, Replicas: o.Replicas,
+		Coordinators: o.Coordinators, Workers: o.Workers}}
+	if o.Duration > 0 {
+		r.Settings.DurationSeconds = o.Duration.Seconds()
+	} else {
+		r.Settings.Sagas = o.Sagas
+	}
+	e := &env{o: &o, report: r}
+	defer e.close()
+	if err := e.setup(ctx); err != nil {
+		return nil, err
+	}
+	if o.CeilingDuration > 0 {
+		e.progress("measuring ceilings (%s each)…", o.CeilingDuration)
+		var err error
+		if r.PGCeilingTPS, err = e.pgCeiling(ctx); err != nil {
+			return nil, fmt.Errorf("PostgreSQL ceiling: %w", err)
+		}
+		if r.JSCeilingPPS, err = e.jsCeiling(ctx); err != nil {
+			return nil, fmt.Errorf("JetStream ceiling: %w", err)
+		}
+		e.progress("ceilings: PostgreSQL %.0f single-row UPDATE tx/s, JetStream %.0f sync publishes/s (concurrency %d)",
+			r.PGCeilingTPS, r.JSCeilingPPS, o.Concurrency)
+	}
+	if err := e.load(ctx); err != nil {
+		return nil, err
+	}
+	if r.PGCeilingTPS > 0 {
+		r.FractionOfPGCeiling = r.SagasPerSecond / r.PGCeilingTPS
+	}
+	if r.JSCeilingPPS > 0 {
+		r.FractionOfJSCeiling = r.SagasPerSecond / r.JSCeilingPPS
+	}
+	return r, nil
+}
+
+func (e *env) progress(format string, args ...any) {
+	if e.o.Progress != nil {
+		fmt.Fprintf(e.o.Progress, format+"\n", args...)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (e *env) setup(ctx context.Context) error {
+	o, r := e.o, e.report
+	// NATS.
+	url := o.NATSURL
+	if url == "" {
+		dir, err := os.MkdirTemp("", "jetsaga-bench-nats-")
+		if err != nil {
+			return err
+		}
+		e.closers = append(e.closers, func() { os.RemoveAll(dir) })
+		srv, err := devenv.StartNATS(devenv.NATSOptions{StoreDir: dir, SyncAlways: o.JSSync == "always"})
+		if err != nil {
+			return fmt.Errorf("start NATS: %w", err)
+		}
+		e.closers = append(e.closers, srv.Close)
+		url = srv.URL()
+		r.Settings.NATS = "embedded, JetStream file storage, sync " + o.JSSync
+	} else {
+		r.Settings.NATS = url + " (sync policy as configured on the server)"
+		r.Settings.JSSync = "server-configured"
+	}
+	var err error
+	e.nc, e.js, err = connect(url, o.NATSOptions)
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, e.nc.Close)
+	// A fresh namespace per run, so that a run against a shared server
+	// starts from empty streams; removed at the end.
+	e.ns, _ = events.NewNamespace("bench" + randomHex(4))
+	sopts := events.StreamOptions{Replicas: o.Replicas}
+	if err := orchestrator.EnsureStreams(ctx, e.js, e.ns, sopts); err != nil {
+		return err
+	}
+	e.closers = append(e.closers, func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = e.js.DeleteStream(c, e.ns.SagasStream())
+		_ = e.js.DeleteStream(c, e.ns.CommandsStream())
+		_ = e.js.DeleteKeyValue(c, e.ns.StateBucket())
+	})
+	// PostgreSQL.
+	var pg *devenv.Postgres
+	if o.DatabaseURL != "" {
+		pg, err = devenv.ExternalPostgres(o.DatabaseURL)
+		r.Settings.PostgreSQL = "external"
+	} else {
+		pg, err = devenv.StartPostgres(devenv.PGOptions{})
+		r.Settings.PostgreSQL = "throwaway local cluster"
+	}
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, func() { _ = pg.Stop() })
+	for _, db := range []string{"jetsaga_bench_a", "jetsaga_bench_b"} {
+		_ = pg.DropDatabase(ctx, db)
+		if err := pg.CreateDatabase(ctx, db); err != nil {
+			return err
+		}
+	}
+	size := int32(o.Concurrency + o.ParticipantConcurrency + 8)
+	if e.poolA, err = openPool(ctx, pg.URL("jetsaga_bench_a"), size); err != nil {
+		return err
+	}
+	e.closers = append(e.closers, e.poolA.Close)
+	if e.poolB, err = openPool(ctx, pg.URL("jetsaga_bench_b"), size); err != nil {
+		return err
+	}
+	e.closers = append(e.closers, e.poolB.Close)
+	if err := e.poolA.QueryRow(ctx, `SELECT current_setting('synchronous_commit'), current_setting('fsync')`).
+		Scan(&r.Settings.SynchronousCommit, &r.Settings.Fsync); err != nil {
+		return err
+	}
+	for _, pool := range []*pgxpool.Pool{e.poolA, e.poolB} {
+		if err := participants.Migrate(ctx, pool); err != nil {
+			return err
+		}
+		if err := bank.Migrate(ctx, pool); err != nil {
+			return err
+		}
+		accounts := make(map[int64]bank.Cents, o.Accounts)
+		for id := 1; id <= o.Accounts; id++ {
+			accounts[int64(id)] = initialBalance
+		}
+		if err := bank.Seed(ctx, pool, accounts); err != nil {
+			return err
+		}
+	}
+	for id := 1; id <= e.abnormalAccounts(); id++ {
+		if err := bank.SetAbnormal(ctx, e.poolB, int64(id), true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// abnormalAccounts is the number of bank-b accounts (1..n) whose TransIn
+// fails; the others are normal.
+func (e *env) abnormalAccounts() int { return max(1, e.o.Accounts/10) }
+
+func connect(url string, extra []nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	opts := append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.Timeout(5 * time.Second)}, extra...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+func openPool(ctx context.Context, url string, size int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = size
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// pgCeiling measures single-row UPDATE transactions per second with a pool
+// at the run's concurrency, on bank-a's database.
+func (e *env) pgCeiling(ctx context.Context) (float64, error) {
+	n := e.o.Concurrency
+	if _, err := e.poolA.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_ceiling (id int PRIMARY KEY, n bigint NOT NULL)`); err != nil {
+		return 0, err
+	}
+	if _, err := e.poolA.Exec(ctx, `INSERT INTO bench_ceiling SELECT g, 0 FROM generate_series(1, $1) g ON CONFLICT DO NOTHING`, n); err != nil {
+		return 0, err
+	}
+	defer e.poolA.Exec(context.WithoutCancel(ctx), `DROP TABLE bench_ceiling`)
+	return measure(ctx, n, e.o.CeilingDuration, func(ctx context.Context, worker int) error {
+		_, err := e.poolA.Exec(ctx, `UPDATE bench_ceiling SET n = n + 1 WHERE id = $1`, worker+1)
+		return err
+	})
+}
+
+// jsCeiling measures synchronous JetStream publishes per second at the
+// run's concurrency, to a file stream with the run's replicas on the same
+// server (and so the same sync policy).
+func (e *env) jsCeiling(ctx context.Context) (float64, error) {
+	name := strings.ToUpper(e.ns.Prefix()) + "_CEILING"
+	subj := e.ns.Prefix() + ".ceiling"
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj},
+		Storage: jetstream.FileStorage, Replicas: e.o.Replicas}); err != nil {
+		return 0, err
+	}
+	defer e.js.DeleteStream(context.WithoutCancel(ctx), name)
+	data := make([]byte, 256)
+	return measure(ctx, e.o.Concurrency, e.o.CeilingDuration, func(ctx context.Context, _ int) error {
+		_, err := e.js.Publish(ctx, subj, data)
+		return err
+	})
+}
+
+// measure runs f from n goroutines for d and returns calls per second.
+func measure(ctx context.Context, n int, d time.Duration, f func(context.Context, int) error) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var count atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := f(ctx, w); err != nil {
+					if ctx.Err() == nil {
+						once.Do(func() { firstErr = err })
+					}
+					return
+				}
+				count.Add(1)
+			}
+		}(w)
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	return float64(count.Load()) / time.Since(start).Seconds(), nil
+}
+
+// counters are the resource figures read before and after the load.
+type counters struct {
+	pgCommits  int64
+	jsMessages uint64
+	cpu        time.Duration
+}
+
+func (e *env) counters(ctx context.Context) (counters, error) {
+	var c counters
+	err := e.poolA.QueryRow(ctx, `SELECT coalesce(sum(xact_commit), 0)::bigint FROM pg_stat_database
+WHERE datname IN ('jetsaga_bench_a', 'jetsaga_bench_b')`).Scan(&c.pgCommits)
+	if err != nil {
+		return c, err
+	}
+	for _, name := range []string{e.ns.SagasStream(), e.ns.CommandsStream(), "KV_" + e.ns.StateBucket()} {
+		s, err := e.js.Stream(ctx, name)
+		if err != nil {
+			return c, err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return c, err
+		}
+		c.jsMessages += info.State.LastSeq
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		c.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return c, nil
+}
+
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss * 1024 // kilobytes on Linux
+}
+
+func currentRSS() int64 {
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, rss int64
+	fmt.Sscan(string(data), &size, &rss)
+	return rss * int64(os.Getpagesize())
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// percentile of sorted durations, in milliseconds.
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	i = min(max(i, 0), len(sorted)-1)
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+var errStop = errors.New("stop")
+
+// load runs the coordinators, the two banks and the saga load, then checks
+// the invariants.
+func (e *env) load(ctx context.Context) error {
+	o, r := e.o, e.report
+	runCtx, stopAll := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	bgErr := make(chan error, 16)
+	spawn := func(name string, f func(context.Context) error) {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			if err := f(runCtx); err != nil && runCtx.Err() == nil {
+				bgErr <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	defer func() { stopAll(); bg.Wait() }()
+	for i := 0; i < o.Coordinators; i++ {
+		nc, js, err := connect(e.nc.ConnectedUrl(), o.NATSOptions)
+		if err != nil {
+			return err
+		}
+		e.closers = append(e.closers, nc.Close)
+		c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: js, Namespace: e.ns, SkipEnsureStreams: true,
+			Workers: o.Workers, Logger: o.Logger})
+		if err != nil {
+			return err
+		}
+		spawn(fmt.Sprintf("coordinator %d", i+1), c.Run)
+	}
+	for _, b := range []struct {
+		name string
+		pool *pgxpool.Pool
+	}{{bank.BankA, e.poolA}, {bank.BankB, e.poolB}} {
+		p, err := participants.New(participants.Config{Name: b.name, Pool: b.pool, JetStream: e.js, Namespace: e.ns,
+			Concurrency: o.ParticipantConcurrency, Logger: o.Logger})
+		if err != nil {
+			return err
+		}
+		bank.Register(p)
+		spawn(b.name, p.Run)
+	}
+	client := orchestrator.NewClient(e.js, e.ns)
+	defer client.Close()
+
+	before, err := e.counters(ctx)
+	if err != nil {
+		return err
+	}
+	r.RSSStartBytes = currentRSS()
+	var (
+		mu        sync.Mutex
+		transfers []*transfer
+		issued    atomic.Int64
+		done      atomic.Int64
+	)
+	deadline := time.Time{}
+	if o.Duration > 0 {
+		deadline = time.Now().Add(o.Duration)
+	}
+	next := func() bool {
+		if !deadline.IsZero() {
+			return time.Now().Before(deadline)
+		}
+		return issued.Add(1) <= int64(o.Sagas)
+	}
+	start := time.Now()
+	stopProgress := e.progressLoop(&done, start)
+	var wg sync.WaitGroup
+	for w := 0; w < o.Concurrency; w++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			rng := mrand.New(mrand.NewPCG(seed, 0x6a657473616761))
+			for next() && ctx.Err() == nil {
+				t := e.transfer(ctx, client, rng)
+				done.Add(1)
+				mu.Lock()
+				transfers = append(transfers, t)
+				mu.Unlock()
+			}
+		}(uint64(w) + 1)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+	select {
+	case err := <-bgErr:
+		return err
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.Seconds = elapsed.Seconds()
+	r.PeakRSSBytes, r.RSSEndBytes = peakRSS(), currentRSS()
+	time.Sleep(1500 * time.Millisecond) // PostgreSQL publishes commit counts within a second
+	after, err := e.counters(ctx)
+	if err != nil {
+		return err
+	}
+	lat := make([]time.Duration, 0, len(transfers))
+	for _, t := range transfers {
+		switch {
+		case t.err != nil:
+			r.Errors++
+		case t.status == orchestrator.Committed:
+			r.Committed++
+		case t.status == orchestrator.Compensated:
+			r.Compensated++
+		case t.status == orchestrator.Parked:
+			r.Parked++
+		}
+		if t.err == nil {
+			lat = append(lat, t.latency)
+		}
+	}
+	r.Sagas = r.Committed + r.Compensated
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	r.P50ms, r.P90ms, r.P99ms = percentile(lat, 0.50), percentile(lat, 0.90), percentile(lat, 0.99)
+	if len(lat) > 0 {
+		r.MaxMs = float64(lat[len(lat)-1].Microseconds()) / 1000
+	}
+	if r.Seconds > 0 {
+		r.SagasPerSecond = float64(r.Sagas) / r.Seconds
+	}
+	if r.Sagas > 0 {
+		n := float64(r.Sagas)
+		r.PGCommitsPerSaga = float64(after.pgCommits-before.pgCommits) / n
+		r.JSPublishesPerSaga = float64(after.jsMessages-before.jsMessages) / n
+		r.CPUSeconds = (after.cpu - before.cpu).Seconds()
+		r.CPUmsPerSaga = r.CPUSeconds * 1000 / n
+	}
+	e.progress("load done: %d sagas in %.1fs; checking invariants…", len(transfers), r.Seconds)
+	r.InvariantErrors = e.check(ctx, transfers)
+	r.InvariantsOK = len(r.InvariantErrors) == 0
+	return nil
+}
+
+func (e *env) progressLoop(done *atomic.Int64, start time.Time) (stop func()) {
+	if e.o.Progress == nil {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		last := int64(0)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				n := done.Load()
+				e.progress("%6.0fs %9d sagas %7d/s  rss %d MiB", time.Since(start).Seconds(), n, n-last, currentRSS()>>20)
+				last = n
+			}
+		}
+	}()
+	return func() { close(quit); <-finished }
+}
+
+// transfer runs one saga of the mix and waits for its end.
+func (e *env) transfer(ctx context.Context, client *orchestrator.Client, rng *mrand.Rand) *transfer {
+	o := e.o
+	abnormal := e.abnormalAccounts()
+	t := &transfer{from: int64(1 + rng.IntN(o.Accounts)), amount: bank.Cents(100 + rng.IntN(10_000))}
+	x := rng.Float64()
+	switch {
+	case x < o.FailShare:
+		t.to = int64(1 + rng.IntN(abnormal))
+	case x < o.FailShare+o.InsufficientShare:
+		t.to = int64(abnormal + 1 + rng.IntN(o.Accounts-abnormal))
+		t.amount = initialBalance * 1000 // more than any account holds
+	default:
+		t.to = int64(abnormal + 1 + rng.IntN(o.Accounts-abnormal))
+	}
+	begin := time.Now()
+	id, err := client.Start(ctx, bank.TransferPlan("", t.from, t.to, t.amount))
+	t.id = id
+	if err != nil {
+		t.err = err
+		return t
+	}
+	st, err := client.Wait(ctx, id)
+	t.latency = time.Since(begin)
+	if err != nil {
+		t.err = err
+		return t
+	}
+	t.status = st.Status
+	for _, s := range st.Steps {
+		switch s.Name {
+		case "debit":
+			t.debited = s.Status == orchestrator.StepSucceeded || s.Status == orchestrator.StepCompensated
+		case "credit":
+			t.credited = s.Status == orchestrator.StepSucceeded || s.Status == orchestrator.StepCompensated
+		}
+	}
+	return t
+}
