@@ -91,29 +91,30 @@ func (c *Client) Start(ctx context.Context, plan *Plan) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return start.SagaID, c.start(ctx, start, plan.trace)
+	return start.SagaID, c.start(ctx, start, plan.trace, plan.generatedID)
 }
 
 // StartMessage publishes a start message built elsewhere (for instance
 // decoded from JSON), with the same checks as Start.
 func (c *Client) StartMessage(ctx context.Context, start events.Start) error {
-	return c.start(ctx, start, Trace{})
+	return c.start(ctx, start, Trace{}, false)
 }
 
-func (c *Client) start(ctx context.Context, start events.Start, trace Trace) error {
+func (c *Client) start(ctx context.Context, start events.Start, trace Trace, fresh bool) error {
 	start.V = events.Version
 	data, err := start.Encode()
 	if err != nil {
 		return err
 	}
-	if err := c.sameAsStored(ctx, start.SagaID, data); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			err = nil
-		} else {
+	// A start published earlier than the duplicate window is only found by
+	// looking; an id the plan generated (UUIDv7) cannot have been used.
+	if !fresh {
+		switch err := c.sameAsStored(ctx, start.SagaID, data); {
+		case err == nil:
+			return nil // already started with this plan
+		case !errors.Is(err, ErrNotFound):
 			return err
 		}
-	} else {
-		return nil // already started with this plan
 	}
 	m := nats.NewMsg(c.ns.Start(start.SagaID))
 	m.Data = data

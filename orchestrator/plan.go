@@ -22,6 +22,8 @@ type Plan struct {
 	start events.Start
 	trace Trace
 	errs  []error
+	// generatedID: Build chose the id (a new UUIDv7), so no saga can have it.
+	generatedID bool
 }
 
 // TraceContext sets the W3C trace context (traceparent, tracestate) sent
@@ -40,7 +42,7 @@ func NewPlan(name string) *Plan {
 
 // ID sets the saga id (a single subject token). Starting the same id twice
 // with the same plan starts one saga.
-func (p *Plan) ID(id string) *Plan { p.start.SagaID = id; return p }
+func (p *Plan) ID(id string) *Plan { p.start.SagaID, p.generatedID = id, false; return p }
 
 // Input attaches a JSON document to the saga, for the record.
 func (p *Plan) Input(v any) *Plan {
@@ -137,6 +139,7 @@ func (p *Plan) Build() (events.Start, error) {
 			return events.Start{}, err
 		}
 		p.start.SagaID = id.String()
+		p.generatedID = true
 	}
 	data, err := p.start.Encode()
 	if err != nil {
