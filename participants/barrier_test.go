@@ -3,6 +3,7 @@ package participants
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/participants/participanttest"
@@ -313,4 +315,35 @@ func sameJSON(a, b []byte) bool {
 	ja, _ := json.Marshal(va)
 	jb, _ := json.Marshal(vb)
 	return string(ja) == string(jb)
+}
+
+// TestFailAfterAFailedStatement: a handler may turn a failed statement (here
+// a check violation, which aborts the transaction) into a business failure.
+func TestFailAfterAFailedStatement(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 10})
+	p := b.newParticipant(t, nil, nil)
+	Register(p, "Overdraw", Step[move]{Do: func(ctx context.Context, tx pgx.Tx, info StepInfo, m move) (any, error) {
+		_, err := tx.Exec(ctx, `UPDATE ledger SET balance = balance - $2 WHERE account = $1`, m.Account, m.Amount)
+		if isCheckViolation(err) {
+			return nil, Failf("account %s would go negative", m.Account)
+		}
+		return nil, err
+	}})
+	start(t, p)
+	c := cmd("s1", "s", events.OpDo, "Overdraw", "alice", 30)
+	b.send(t, c)
+	if o := b.wait(t, c); o.Status != events.Failed || o.Reason != "account alice would go negative" {
+		t.Fatalf("outcome = %+v, want failed", o.Outcome)
+	}
+	if got := b.l.balance(t, "alice"); got != 10 {
+		t.Fatalf("balance = %d, want 10", got)
+	}
+	b.settled(t, p)
+}
+
+func isCheckViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23514"
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -446,5 +447,91 @@ func TestShutdownTimeoutCancelsHandlers(t *testing.T) {
 	start(t, p2)
 	if o := b.wait(t, c); o.Status != events.Succeeded {
 		t.Fatalf("outcome = %+v", o.Outcome)
+	}
+}
+
+// TestExhaustedEvenIfTheOutcomeCannotBeWritten: when the exhausted outcome
+// itself cannot be written, the command is terminated anyway (logged): never
+// an endless retry loop.
+func TestExhaustedEvenIfTheOutcomeCannotBeWritten(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	const attempts = 3
+	b.l.setHook(func(ctx context.Context, info StepInfo) error {
+		if info.Delivered == attempts {
+			// The outbox disappears: the exhausted outcome cannot be written.
+			if _, err := b.pool.Exec(ctx, `ALTER TABLE jetsaga_outbox RENAME TO jetsaga_outbox_gone`); err != nil {
+				return err
+			}
+		}
+		return errors.New("still failing")
+	})
+	start(t, p)
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	c.Retry = events.RetryPolicy{MaxAttempts: attempts, InitialBackoffMS: 5, MaxBackoffMS: 20}
+	b.send(t, c)
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		cons, err := b.js.Consumer(t.Context(), b.ns.CommandsStream(), p.ConsumerConfig().Durable)
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("command still pending (%d) or unacked (%d)", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+	if got := b.l.calls["Withdraw"].Load(); got != attempts {
+		t.Fatalf("handler ran %d times, want %d", got, attempts)
+	}
+	if got := b.l.balance(t, "alice"); got != 100 {
+		t.Fatalf("balance = %d, want 100", got)
+	}
+	if os := b.outcomes(t, "s1"); len(os) != 0 {
+		t.Fatalf("%d outcomes published, want none", len(os))
+	}
+	if _, err := b.pool.Exec(t.Context(), `ALTER TABLE jetsaga_outbox_gone RENAME TO jetsaga_outbox`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHandlerTransaction: the handler cannot end the step's transaction, but
+// may use nested transactions (savepoints) inside it.
+func TestHandlerTransaction(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100, "bob": 0})
+	p := b.newParticipant(t, nil, nil)
+	var commitErr, rollbackErr error
+	Register(p, "Nested", Step[move]{Do: func(ctx context.Context, tx pgx.Tx, info StepInfo, m move) (any, error) {
+		commitErr, rollbackErr = tx.Commit(ctx), tx.Rollback(ctx)
+		nested, err := tx.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := credit(ctx, nested, move{Account: "bob", Amount: 1000}); err != nil {
+			return nil, err
+		}
+		if err := nested.Rollback(ctx); err != nil { // undoes the 1000 only
+			return nil, err
+		}
+		return nil, credit(ctx, tx, m)
+	}})
+	start(t, p)
+	c := cmd("s1", "nested", events.OpDo, "Nested", "bob", 5)
+	b.send(t, c)
+	if o := b.wait(t, c); o.Status != events.Succeeded {
+		t.Fatalf("outcome = %+v", o.Outcome)
+	}
+	if !errors.Is(commitErr, ErrTxOwned) || !errors.Is(rollbackErr, ErrTxOwned) {
+		t.Fatalf("Commit = %v, Rollback = %v; want ErrTxOwned", commitErr, rollbackErr)
+	}
+	if got := b.l.balance(t, "bob"); got != 5 {
+		t.Fatalf("bob's balance = %d, want 5", got)
 	}
 }

@@ -108,8 +108,11 @@ func (p *Participant) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("participants: create consumer %s on stream %s: %w", p.ConsumerConfig().Durable, stream, err)
 	}
+	// The client buffers up to MaxAckPending messages: the server delivers
+	// no more than that unacked anyway, and a larger pull keeps a slow
+	// fetch round trip out of the way of every command.
 	iter, err := cons.Messages(
-		jetstream.PullMaxMessages(p.cfg.Concurrency),
+		jetstream.PullMaxMessages(p.cfg.MaxAckPending),
 		jetstream.WithMessagesErrOnMissingHeartbeat(false),
 	)
 	if err != nil {
@@ -134,6 +137,9 @@ func (p *Participant) Run(ctx context.Context) error {
 	if !p.cfg.DisableRelay {
 		rc := p.cfg.Relay
 		rc.Outbox = p.cfg.Outbox
+		if rc.OnError == nil {
+			rc.OnError = func(err error) { p.log.Warn("outbox relay", "err", err) }
+		}
 		relay, err := outbox.NewRelay(p.cfg.Pool, p.cfg.JetStream, rc)
 		if err != nil {
 			iter.Stop()

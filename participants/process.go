@@ -213,10 +213,11 @@ func (p *Participant) begin(ctx context.Context) (tx pgx.Tx, release func(), err
 //  1. BEGIN;
 //  2. one batch: barrier INSERT (do, succeeded) ON CONFLICT DO NOTHING;
 //     SAVEPOINT;
-//  3. one batch: [ROLLBACK TO SAVEPOINT;] [barrier UPDATE;] outbox INSERT;
-//     COMMIT.
+//  3. one batch: [barrier UPDATE;] outbox INSERT; COMMIT.
 //
-// A duplicate or hanging action (the insert found a row) skips the handler,
+// A business failure first rolls back to the savepoint, in a round trip of
+// its own (the handler may have left the transaction aborted, where a batch
+// cannot even be prepared). A duplicate or hanging action (the insert found a row) skips the handler,
 // reads the stored row (one more round trip, only then) and re-sends its
 // outcome in round trip 3.
 func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke invokeFunc, rejected string) verdict {
@@ -270,7 +271,12 @@ func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke i
 			}
 		case errors.As(herr, &fail):
 			o.Status, o.Reason = events.Failed, clampReason(fail.Reason, "failed")
-			fin.Queue("ROLLBACK TO SAVEPOINT " + savepoint)
+			// On its own: a statement of the handler may have failed (the
+			// handler turned its error into Fail) and left the transaction
+			// aborted, where the next batch could not even be prepared.
+			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
+				return transient(fmt.Errorf("rollback to savepoint: %w", err))
+			}
 			fin.Queue(p.bar.finish, cmd.SagaID, cmd.Step, events.OpDo, statusFailed, o.Reason, nil)
 		default:
 			return transient(herr)
@@ -422,6 +428,11 @@ func (p *Participant) commit(ctx context.Context, j *job, tx pgx.Tx, fin *pgx.Ba
 			// The outbox already holds this outcome: an earlier delivery
 			// committed it and its row is not relayed yet.
 			return verdict{kind: vCommitted}
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "25P02" { // in_failed_sql_transaction
+			p.log.Error("BUG: the handler returned success after a statement of its transaction failed; return that error (or participants.Fail) instead",
+				append(j.log, "err", err)...)
 		}
 		return transient(fmt.Errorf("commit: %w", err))
 	}
