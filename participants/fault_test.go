@@ -291,7 +291,7 @@ func TestLongHandlerKeptAlive(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.l.seed(t, map[string]int64{"alice": 100})
-	const ackWait = 300 * time.Millisecond
+	const ackWait = 600 * time.Millisecond
 	p := b.newParticipant(t, nil, func(c *Config) { c.AckWait = ackWait })
 	b.l.setHook(func(ctx context.Context, info StepInfo) error {
 		time.Sleep(3 * ackWait)
