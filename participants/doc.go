@@ -136,10 +136,13 @@
 // Transient errors are retried with exponential backoff and full jitter from
 // the command's retry policy (events.RetryPolicy). When a delivery fails and
 // JetStream has delivered the message Retry.MaxAttempts times, the command is
-// terminated and an exhausted outcome is written in a fresh transaction.
-// If even that write fails, the command is terminated anyway and the error
-// logged: the coordinator's step timer then compensates or parks the saga.
-// There is never an endless retry loop and never a silent drop. A
+// terminated and an exhausted outcome is written in a fresh transaction —
+// unless the barrier shows that an earlier delivery committed after all (its
+// ack was lost), in which case that delivery's outcome is sent again. If the
+// outcome cannot be written (the database is down), the command is not
+// terminated: it comes back after the policy's maximum backoff (at least a
+// second) to try the write again, without running the handler. The handler
+// never loops past its budget, and no command is dropped without an outcome. A
 // Fail from a compensation is a programming error (a compensation cannot
 // fail for business reasons): it is logged loudly and treated as transient.
 //

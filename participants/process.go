@@ -554,19 +554,49 @@ func (p *Participant) retryOrExhaust(ctx context.Context, j *job, cause error) {
 	if j.cmd != nil {
 		o := p.baseOutcome(j)
 		o.Status, o.Reason = events.Exhausted, clampReason(reason, "exhausted")
-		if v := p.writeAlone(ctx, j, &o); v.kind != vCommitted {
-			// Terminate anyway: never an endless loop. The coordinator's
-			// step timer compensates or parks the saga.
-			p.log.Error("could not write the exhausted outcome; terminating the command anyway, the saga's step timer will act",
-				append(j.log, "err", v.err)...)
-		} else {
-			p.cfg.Outbox.Notify()
+		if v := p.writeExhausted(ctx, j, &o); v.kind != vCommitted {
+			// Never drop the command without an outcome: try again later
+			// (the handler does not run again: the budget is spent).
+			d := max(time.Duration(j.budget.MaxBackoffMS)*time.Millisecond, time.Second)
+			p.log.Error("could not write the exhausted outcome; the command will come back to try again",
+				append(j.log, "err", v.err, "delay", d)...)
+			_ = j.msg.NakWithDelay(d)
+			return
 		}
+		p.cfg.Outbox.Notify()
 	} else {
 		p.log.Error("could not write the rejected outcome of an unreadable command within its budget; terminating it",
 			append(j.log, "err", cause)...)
 	}
 	_ = j.msg.TermWithReason(clampReason(reason, "exhausted"))
+}
+
+// writeExhausted writes the outcome of a command whose budget is spent: o
+// (exhausted), unless the barrier shows that an earlier delivery committed
+// after all (its reply was lost): then that delivery's outcome is sent again.
+func (p *Participant) writeExhausted(ctx context.Context, j *job, o *events.Outcome) verdict {
+	err := pgx.BeginFunc(ctx, p.cfg.Pool, func(tx pgx.Tx) error {
+		var cur row
+		err := tx.QueryRow(ctx, p.bar.get, j.cmd.SagaID, j.cmd.Step, j.cmd.Op).Scan(&cur.status, &cur.reason, &cur.result)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return err
+		case j.cmd.Op == events.OpDo:
+			o.Status, o.Reason, o.Result = storedDoOutcome(&cur)
+		default:
+			o.Status, o.Reason, o.Result = events.Compensated, "", cur.result
+		}
+		m, err := p.outboxMessage(j, o)
+		if err != nil {
+			return err
+		}
+		return p.cfg.Outbox.Write(ctx, tx, m)
+	})
+	if err != nil && !errors.Is(err, outbox.ErrDuplicateID) {
+		return transient(fmt.Errorf("write %s outcome: %w", o.Status, err))
+	}
+	return verdict{kind: vCommitted}
 }
 
 // callHandler runs a handler, turning a panic into an error.
