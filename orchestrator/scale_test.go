@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/examples/bank"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 	"github.com/jetsaga/jetsaga/orchestrator"
 )
@@ -184,14 +185,21 @@ func (b *bundle) compareReplay() {
 }
 
 // TestCoordinatorKilledRepeatedly: the coordinator's connection is closed
-// under it again and again during 1,000 sagas; each restart resumes from the
-// stream and every saga still ends exactly as expected.
+// under it again and again during 1,000 bank transfers; each restart resumes
+// from the stream, every saga ends exactly as expected (and publishes
+// exactly the commands it needs), and every balance is exactly right.
 func TestCoordinatorKilledRepeatedly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	srv := b.srv.(interface{ URL() string })
-	b.respond("bank-a", ok)
-	b.respond("bank-b", failEveryFifth)
+	accounts := map[int64]bank.Cents{}
+	for id := int64(1); id <= 10; id++ {
+		accounts[id] = 1_000_000_00
+	}
+	k := b.runBanks(accounts)
+	if err := bank.SetAbnormal(context.Background(), k.b, 10, true); err != nil {
+		t.Fatal(err)
+	}
 	n := 1000
 	if testing.Short() {
 		n = 200
@@ -215,13 +223,41 @@ func TestCoordinatorKilledRepeatedly(t *testing.T) {
 			kills++
 		}
 	}()
-	ids := b.startMany("kill", n)
+	ids := make([]string, n)
+	wantA, wantB := map[int64]bank.Cents{}, map[int64]bank.Cents{}
+	for id, c := range accounts {
+		wantA[id], wantB[id] = c, c
+	}
+	plans := map[string]*orchestrator.Plan{}
+	for i := range ids {
+		ids[i] = fmt.Sprintf("kill-%d", i)
+		from, to := int64(1+i%9), int64(1+(i*7)%9)
+		if i%5 == 0 {
+			to = 10 // abnormal: TransIn fails, TransOut is compensated
+		} else {
+			wantA[from] -= 1_00
+			wantB[to] += 1_00
+		}
+		plans[ids[i]] = bank.TransferPlan(ids[i], from, to, 1_00)
+	}
+	b.parallel(ids, func(ctx context.Context, id string) error {
+		_, err := b.client.Start(ctx, plans[id])
+		return err
+	})
 	b.checkAll(ids)
 	close(done)
 	wg.Wait()
 	t.Logf("%d sagas, coordinator killed %d times", n, kills)
 	if kills == 0 {
 		t.Fatal("no kill happened")
+	}
+	for id := int64(1); id <= 10; id++ {
+		if a, bb := k.balances(t, id); a != wantA[id] || bb != wantB[id] {
+			t.Fatalf("account %d: A %s (want %s), B %s (want %s)", id, a, wantA[id], bb, wantB[id])
+		}
+	}
+	if got := k.total(t); got != 20*1_000_000_00 {
+		t.Fatalf("money not conserved: %s", got)
 	}
 	b.compareReplay()
 }
