@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/jetsaga/jetsaga/internal/testenv"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -134,5 +136,65 @@ func checkJetStream(t *testing.T, name string, o *server.Options) {
 		if users[u] != "JETSAGA" {
 			t.Errorf("%s: user %s is in account %q, want JETSAGA", name, u, users[u])
 		}
+	}
+}
+
+// TestDeployPermissions runs a transfer through the single-node
+// configuration of deploy/ with each component connected as its own user
+// of accounts.conf: the permissions are enough for the coordinator, the
+// banks and the operator, and a bank cannot speak for the other one.
+func TestDeployPermissions(t *testing.T) {
+	for k, v := range deployPasswords {
+		t.Setenv(k, v)
+	}
+	srv := startDeployNATS(t)
+	url := srv.ClientURL()
+	as := func(user string) []string {
+		return []string{"--nats-url", url, "--nats-user", user, "--nats-password",
+			deployPasswords["JETSAGA_"+strings.ToUpper(strings.ReplaceAll(user, "-", "_"))+"_PASSWORD"]}
+	}
+	// The banks start first: they wait for the coordinator's streams.
+	dbA, dbB := testenv.PostgresURL(t), testenv.PostgresURL(t)
+	bankA := background(t, nil, append([]string{"bank", "--participant", "bank-a", "--database-url", dbA, "--seed"}, as("bank-a")...)...)
+	bankB := background(t, nil, append([]string{"bank", "--participant", "bank-b", "--database-url", dbB, "--seed"}, as("bank-b")...)...)
+	bankA.waitOutput("waiting for the commands stream")
+	coord := background(t, nil, append([]string{"coordinator", "--workers", "4"}, as("coordinator")...)...)
+	coord.waitOutput("coordinator running")
+	bankA.waitOutput("bank running")
+	bankB.waitOutput("bank running")
+
+	r := cli(t, nil, transferJSON(alice, bob, 100), append([]string{"start", "--wait", "-f", "-"}, as("operator")...)...)
+	wantExit(t, r, exitOK)
+	id := strings.SplitN(r.stdout, "\n", 2)[0]
+	for _, args := range [][]string{{"status", id}, {"list"}, {"replay", "--compare"}} {
+		wantExit(t, cli(t, nil, "", append(args, as("operator")...)...), exitOK)
+	}
+
+	// A bank may not publish another bank's outcomes nor commands; the
+	// operator may not publish commands either.
+	for user, subjects := range map[string][]string{
+		"bank-a":   {"saga.evt.bank-b.x", "saga.cmd.bank-a.x"},
+		"operator": {"saga.cmd.bank-a.x", "saga.evt.bank-a.x"},
+	} {
+		nc, _ := connectAs(t, srv, user)
+		denied := make(chan error, len(subjects))
+		nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err })
+		for _, subj := range subjects {
+			if err := nc.Publish(subj, []byte("{}")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-denied:
+				if !strings.Contains(err.Error(), "Permissions Violation") || !strings.Contains(err.Error(), subj) {
+					t.Fatalf("publish %s as %s: %v", subj, user, err)
+				}
+			case <-time.After(waitTotal):
+				t.Fatalf("%s published on %s without a permissions violation", user, subj)
+			}
+		}
+	}
+
+	for _, b := range []*bg{bankA, bankB, coord} {
+		b.stop()
 	}
 }

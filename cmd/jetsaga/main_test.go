@@ -211,3 +211,63 @@ func decodeJSON(t *testing.T, r result, v any) {
 		t.Fatalf("trailing output after the JSON document\n%s", r)
 	}
 }
+
+// bg is a long-running command (a service) run in-process.
+type bg struct {
+	t           *testing.T
+	cancel      context.CancelFunc
+	out, errOut syncBuffer
+	done        chan int
+	code        int
+	stopped     bool
+}
+
+// background runs the CLI in-process until stop (or the test's end).
+func background(t *testing.T, env map[string]string, args ...string) *bg {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &bg{t: t, cancel: cancel, done: make(chan int, 1)}
+	go func() {
+		a := &app{stdin: strings.NewReader(""), stdout: &b.out, stderr: &b.errOut, getenv: func(k string) string { return env[k] }}
+		b.done <- a.run(ctx, args)
+	}()
+	t.Cleanup(func() {
+		if !b.stopped {
+			cancel()
+			<-b.done
+		}
+	})
+	return b
+}
+
+// waitOutput waits until stdout or stderr contains s.
+func (b *bg) waitOutput(s string) {
+	b.t.Helper()
+	testenv.CheckFor(b.t, waitTotal, waitStep, func() error {
+		select {
+		case code := <-b.done:
+			b.stopped = true
+			b.t.Fatalf("exited with %d before printing %q:\n%s\n%s", code, s, b.out.String(), b.errOut.String())
+		default:
+		}
+		if strings.Contains(b.out.String(), s) || strings.Contains(b.errOut.String(), s) {
+			return nil
+		}
+		return fmt.Errorf("no %q yet", s)
+	})
+}
+
+// stop interrupts the command and checks that it exits 0.
+func (b *bg) stop() {
+	b.t.Helper()
+	b.cancel()
+	b.stopped = true
+	select {
+	case b.code = <-b.done:
+	case <-time.After(waitTotal):
+		b.t.Fatal("the command did not stop")
+	}
+	if b.code != exitOK {
+		b.t.Fatalf("exit %d after the interrupt:\n%s\n%s", b.code, b.out.String(), b.errOut.String())
+	}
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) devCmd() *cobra.Command {
+	var (
+		db       dbFlags
+		lf       logFlags
+		port     int
+		storeDir string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a local development environment until Ctrl-C",
+		Long: `Run a whole local jetsaga environment in this process until Ctrl-C or SIGTERM: an embedded NATS
+server with JetStream on --port, PostgreSQL (DATABASE_URL's server, or a throwaway cluster from the
+local binaries) with the databases bank_a and bank_b, the coordinator and both banks of the example.
+It prints how to connect and an example "jetsaga start" command.
+
+JetStream's data lives in a temporary directory removed at exit, or in --store-dir, which is kept.
+A throwaway PostgreSQL cluster is removed at exit; on a DATABASE_URL server bank_a and bank_b are
+created if missing and kept, so a dev environment with both survives restarts.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if port < 1 || port > 65535 {
+				return usagef("--port must be a TCP port (1-65535), got %d", port)
+			}
+			if storeDir != "" {
+				if err := os.MkdirAll(storeDir, 0o755); err != nil {
+					return usagef("--store-dir: %v", err)
+				}
+			}
+			log, err := lf.logger(a)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			fmt.Fprintln(a.stdout, "jetsaga dev: starting NATS, PostgreSQL, the coordinator and both banks...")
+			s, err := startStack(ctx, stackConfig{natsPort: port, storeDir: storeDir, databaseURL: db.url,
+				syncAlways: true, log: log, connectTimeout: defaultConnectTimeout})
+			if err != nil {
+				return fmt.Errorf("start the dev environment: %w", err)
+			}
+			if err := s.startParticipants(); err == nil {
+				_, err = s.startCoordinator()
+			}
+			if err != nil {
+				_ = s.close()
+				return err
+			}
+			a.printDevInfo(s, port, storeDir)
+			<-ctx.Done()
+			fmt.Fprintln(a.stdout, "jetsaga dev: stopping...")
+			if err := s.close(); err != nil {
+				return fmt.Errorf("stop the dev environment: %w", err)
+			}
+			fmt.Fprintln(a.stdout, "jetsaga dev: stopped")
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	db.register(fs, "an existing PostgreSQL server to keep the banks' databases on (default: a throwaway cluster from the local binaries)")
+	lf.register(fs)
+	fs.IntVar(&port, "port", 4222, "NATS client port on 127.0.0.1")
+	fs.StringVar(&storeDir, "store-dir", "", "keep JetStream's data in this directory (default: a temporary directory removed at exit)")
+	return cmd
+}
+
+// printDevInfo tells the user how to reach the environment.
+func (a *app) printDevInfo(s *stack, port int, storeDir string) {
+	w := a.stdout
+	urlFlag := ""
+	if port != 4222 {
+		urlFlag = " --nats-url " + s.nats.URL()
+	}
+	kept := "temporary, removed at exit"
+	if storeDir != "" {
+		kept = "kept"
+	}
+	pg := "throwaway cluster, removed at exit"
+	if s.pg.External() {
+		pg = "existing server, databases kept"
+	}
+	fmt.Fprintln(w, "\njetsaga dev: ready")
+	tw := newTable(w)
+	fmt.Fprintf(tw, "  NATS\t%s\tJetStream in %s (%s)\n", s.nats.URL(), s.nats.StoreDir(), kept)
+	for _, b := range banks {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.name, redactURL(s.dbURLs[b.name]), pg)
+	}
+	fmt.Fprintf(tw, "  coordinator\tprefix %s\tstreams %s, %s; bucket %s\n", s.ns.Prefix(), s.ns.SagasStream(), s.ns.CommandsStream(), s.ns.StateBucket())
+	_ = tw.Flush()
+	var accs []string
+	for _, acc := range demoAccounts {
+		accs = append(accs, fmt.Sprintf("%s (user_id %d)", acc, acc.user))
+	}
+	fmt.Fprintf(w, "  accounts     %s\n", strings.Join(accs, ", "))
+	fmt.Fprintf(w, "\nTry it from another terminal:\n  jetsaga start%s --wait -f - <<'EOF'\n%s\nEOF\n", urlFlag, transferJSON(alice, bob, 1000))
+	fmt.Fprintf(w, "  jetsaga list%s\n  jetsaga status%s <saga id>\n\nCtrl-C stops everything.\n", urlFlag, urlFlag)
+}
