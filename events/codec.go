@@ -8,16 +8,27 @@ import (
 )
 
 // decodeStrict parses one JSON object into v, rejecting unknown fields,
-// trailing data and oversized input.
-func decodeStrict(data []byte, v any) error {
+// trailing data and oversized input. v must have an int field tagged "v",
+// read back through version. The common case parses once; only a message
+// that fails is parsed again to tell a version problem from the rest.
+func decodeStrict(data []byte, v any, version func() int) error {
 	if len(data) > MaxMessageBytes {
 		return fieldErr("", "message is %d bytes, the limit is %d", len(data), MaxMessageBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = fieldErr("", "trailing data after the JSON object")
+	}
+	if err == nil && version() == Version {
+		return nil
 	}
 	var probe struct {
 		V *int `json:"v"`
 	}
-	if err := json.Unmarshal(data, &probe); err != nil {
-		return fieldErr("", "not a JSON object: %v", err)
+	if perr := json.Unmarshal(data, &probe); perr != nil {
+		return fieldErr("", "not a JSON object: %v", perr)
 	}
 	if probe.V == nil {
 		return fieldErr("v", "missing (the protocol version, %d)", Version)
@@ -25,15 +36,10 @@ func decodeStrict(data []byte, v any) error {
 	if *probe.V != Version {
 		return &versionError{got: *probe.V}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fieldErr("", "%v", err)
+	if _, ok := err.(*FieldError); ok {
+		return err
 	}
-	if dec.More() {
-		return fieldErr("", "trailing data after the JSON object")
-	}
-	return nil
+	return fieldErr("", "%v", err)
 }
 
 // normRaw compacts a raw JSON document so that equal meanings have equal
@@ -77,7 +83,7 @@ func DecodeStart(data []byte) (Start, error) {
 			After *[]string `json:"after"`
 		} `json:"steps"`
 	}
-	if err := decodeStrict(data, &w); err != nil {
+	if err := decodeStrict(data, &w, func() int { return w.V }); err != nil {
 		return Start{}, err
 	}
 	s := w.Start
@@ -319,7 +325,7 @@ func (r RetryPolicy) validate(f string) error {
 // DecodeCommand parses and validates a command.
 func DecodeCommand(data []byte) (Command, error) {
 	var c Command
-	if err := decodeStrict(data, &c); err != nil {
+	if err := decodeStrict(data, &c, func() int { return c.V }); err != nil {
 		return Command{}, err
 	}
 	if err := c.Validate(); err != nil {
@@ -374,7 +380,7 @@ func checkOp(field string, op Op) error {
 // DecodeOutcome parses and validates an outcome.
 func DecodeOutcome(data []byte) (Outcome, error) {
 	var o Outcome
-	if err := decodeStrict(data, &o); err != nil {
+	if err := decodeStrict(data, &o, func() int { return o.V }); err != nil {
 		return Outcome{}, err
 	}
 	if err := o.Validate(); err != nil {
@@ -440,7 +446,7 @@ func (o *Outcome) Validate() error {
 // DecodeTick parses and validates a tick.
 func DecodeTick(data []byte) (Tick, error) {
 	var t Tick
-	if err := decodeStrict(data, &t); err != nil {
+	if err := decodeStrict(data, &t, func() int { return t.V }); err != nil {
 		return Tick{}, err
 	}
 	if err := t.Validate(); err != nil {
@@ -475,7 +481,7 @@ func (t *Tick) Validate() error {
 // DecodeControl parses and validates an operator action.
 func DecodeControl(data []byte) (Control, error) {
 	var c Control
-	if err := decodeStrict(data, &c); err != nil {
+	if err := decodeStrict(data, &c, func() int { return c.V }); err != nil {
 		return Control{}, err
 	}
 	if err := c.Validate(); err != nil {

@@ -35,7 +35,7 @@ type Client struct {
 	mu      sync.Mutex
 	kv      jetstream.KeyValue
 	watcher jetstream.KeyWatcher
-	waiters map[string]map[chan struct{}]struct{}
+	waiters map[string]map[chan []byte]struct{}
 	done    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -46,7 +46,7 @@ func NewClient(js jetstream.JetStream, ns events.Namespace) *Client {
 	if ns == (events.Namespace{}) {
 		ns = events.Default
 	}
-	return &Client{js: js, ns: ns, waiters: map[string]map[chan struct{}]struct{}{}, done: make(chan struct{})}
+	return &Client{js: js, ns: ns, waiters: map[string]map[chan []byte]struct{}{}, done: make(chan struct{})}
 }
 
 // Namespace returns the client's namespace.
@@ -192,16 +192,19 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 		return nil, err
 	}
 	defer c.unsubscribe(id, ch)
+	st, err := c.Get(ctx, id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
 	for {
-		st, err := c.Get(ctx, id)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
 		if st != nil && (st.Status.Terminal() || st.Status == Parked) {
 			return st, nil
 		}
 		select {
-		case <-ch:
+		case value := <-ch: // the watch carries the new state: no read needed
+			if next, err := DecodeState(value); err == nil {
+				st = next
+			}
 		case <-ctx.Done():
 			return st, ctx.Err()
 		case <-c.done:
@@ -210,12 +213,12 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 	}
 }
 
-func (c *Client) subscribe(ctx context.Context, id string) (chan struct{}, error) {
+func (c *Client) subscribe(ctx context.Context, id string) (chan []byte, error) {
 	kv, err := c.bucket(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan struct{}, 1)
+	ch := make(chan []byte, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	select {
@@ -234,14 +237,14 @@ func (c *Client) subscribe(ctx context.Context, id string) (chan struct{}, error
 	}
 	set := c.waiters[id]
 	if set == nil {
-		set = map[chan struct{}]struct{}{}
+		set = map[chan []byte]struct{}{}
 		c.waiters[id] = set
 	}
 	set[ch] = struct{}{}
 	return ch, nil
 }
 
-func (c *Client) unsubscribe(id string, ch chan struct{}) {
+func (c *Client) unsubscribe(id string, ch chan []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.waiters[id], ch)
@@ -259,10 +262,12 @@ func (c *Client) dispatch(w jetstream.KeyWatcher) {
 		}
 		c.mu.Lock()
 		for ch := range c.waiters[e.Key()] {
+			// Keep only the newest value: drop an unread older one.
 			select {
-			case ch <- struct{}{}:
+			case <-ch:
 			default:
 			}
+			ch <- e.Value()
 		}
 		c.mu.Unlock()
 	}
