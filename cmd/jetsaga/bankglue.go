@@ -36,18 +36,13 @@ var (
 	openingCents = map[account]bank.Cents{alice: 1000_00, carol: 500_00, bob: 1000_00, dave: 500_00}
 )
 
-// transferPlan is the transfer saga: debit from in its bank, then credit to
-// in the other.
+// transferPlan is the example's transfer saga: debit from (at bank-a),
+// then credit to (at bank-b).
 func transferPlan(from, to account, amount int64) *orchestrator.Plan {
-	return orchestrator.NewPlan("transfer").
-		Input(map[string]any{"from": from.String(), "to": to.String(), "amount": bank.Cents(amount)}).
-		Step("debit", from.bank, bank.TransOut, bank.TransOut+participants.CompensationSuffix,
-			bank.TransferReq{UserID: from.user, Amount: bank.Cents(amount)}).
-		Step("credit", to.bank, bank.TransIn, bank.TransIn+participants.CompensationSuffix,
-			bank.TransferReq{UserID: to.user, Amount: bank.Cents(amount)})
+	return bank.TransferPlan("", from.user, to.user, bank.Cents(amount))
 }
 
-// transferJSON is the same plan as JSON, for people to paste.
+// transferJSON is a transfer plan as JSON, for people to paste.
 func transferJSON(from, to account, amount int64) string {
 	a := bank.Cents(amount).String()
 	return fmt.Sprintf(`{"name": "transfer", "steps": [

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,6 +54,7 @@ With --metrics-addr it serves its counters in the Prometheus text format on /met
 			if err != nil {
 				return err
 			}
+			slog.SetDefault(log)
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			nc, js, err := nf.connect(ctx, "jetsaga coordinator", true, log)

@@ -263,7 +263,7 @@ func (d *demo) insufficient() error {
 }
 
 func (d *demo) duplicate() error {
-	st, err := d.transfer(dave, carol, 500)
+	st, err := d.transfer(carol, dave, 500)
 	if err != nil {
 		return err
 	}
@@ -280,7 +280,7 @@ func (d *demo) duplicate() error {
 	if err != nil {
 		return err
 	}
-	orig, err := stream.GetLastMsgForSubject(d.ctx, d.s.ns.Command(dave.bank, st.SagaID))
+	orig, err := stream.GetLastMsgForSubject(d.ctx, d.s.ns.Command(carol.bank, st.SagaID))
 	if err != nil {
 		return fmt.Errorf("read the debit command: %w", err)
 	}
@@ -290,21 +290,21 @@ func (d *demo) duplicate() error {
 		m.Header[k] = v
 	}
 	m.Header.Set("Nats-Msg-Id", orig.Header.Get("Nats-Msg-Id")+"/again")
-	skippedBefore := d.logs.count(dave.bank, "duplicate")
+	skippedBefore := d.logs.count(carol.bank, "duplicate")
 	ack, err := d.s.js.PublishMsg(d.ctx, m)
 	if err != nil {
 		return fmt.Errorf("publish the duplicate: %w", err)
 	}
 	fmt.Fprintf(d.out, "the debit command is published again (SAGA_CMDS seq %d, Nats-Msg-Id %s)\n", ack.Sequence, m.Header.Get("Nats-Msg-Id"))
-	if err := d.waitAcked(dave.bank, ack.Sequence); err != nil {
+	if err := d.waitAcked(carol.bank, ack.Sequence); err != nil {
 		return err
 	}
-	fmt.Fprintf(d.out, "%s handled it (its consumer acknowledged seq %d)\n", dave.bank, ack.Sequence)
-	rows, err := barrierRows(d.ctx, d.s.pools[dave.bank], st.SagaID)
+	fmt.Fprintf(d.out, "%s handled it (its consumer acknowledged seq %d)\n", carol.bank, ack.Sequence)
+	rows, err := barrierRows(d.ctx, d.s.pools[carol.bank], st.SagaID)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(d.out, "  barrier rows of this saga in %s:\n", d.s.dbNames[dave.bank])
+	fmt.Fprintf(d.out, "  barrier rows of this saga in %s:\n", d.s.dbNames[carol.bank])
 	for _, r := range rows {
 		fmt.Fprintf(d.out, "    %s\n", r)
 	}
@@ -312,8 +312,8 @@ func (d *demo) duplicate() error {
 		return err
 	}
 	d.check(len(rows) == 1, "%d barrier row for the debit, expected 1: the duplicate wrote none", len(rows))
-	skipped := d.logs.count(dave.bank, "duplicate") - skippedBefore
-	d.check(skipped == 1, "%s logged %d skipped duplicate, expected 1", dave.bank, skipped)
+	skipped := d.logs.count(carol.bank, "duplicate") - skippedBefore
+	d.check(skipped == 1, "%s logged %d skipped duplicate, expected 1", carol.bank, skipped)
 	return nil
 }
 

@@ -34,7 +34,7 @@ func checkDemoOutput(t *testing.T, r result) {
 		"[ok] debit failed, credit pending",
 		"step=debit op=do status=succeeded attempt=1",
 		"[ok] 1 barrier row for the debit, expected 1: the duplicate wrote none",
-		"[ok] bank-b logged 1 skipped duplicate, expected 1",
+		"[ok] bank-a logged 1 skipped duplicate, expected 1",
 		"coordinator 1 stopped",
 		"[ok] saga running while no coordinator runs, expected running",
 		"coordinator 2 started",

@@ -37,8 +37,8 @@ Starting the same saga_id again with the same plan starts one saga; with a diffe
 It prints the saga id. With --wait it then waits for the saga to end (or park) and prints its final
 state; the exit code says how it ended: 0 committed, 3 compensated, 4 parked, 5 rejected.`,
 		Example: `  jetsaga start -f transfer.json
-  echo '{"name":"transfer","steps":[{"name":"debit","participant":"bank-a","action":"TransOut",
-    "compensation":"TransOutCompensate","payload":{"account":1,"cents":500}}]}' | jetsaga start -f - --wait`,
+  echo '{"name":"withdraw","steps":[{"name":"debit","participant":"bank-a","action":"TransOut",
+    "compensation":"TransOutCompensate","payload":{"user_id":1,"amount":"5.00"}}]}' | jetsaga start -f - --wait`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
