@@ -34,6 +34,7 @@ type Client struct {
 
 	mu      sync.Mutex
 	kv      jetstream.KeyValue
+	sagas   jetstream.Stream
 	watcher jetstream.KeyWatcher
 	waiters map[string]map[chan []byte]struct{}
 	done    chan struct{}
@@ -67,6 +68,20 @@ func (c *Client) Close() {
 		_ = w.Stop()
 	}
 	c.wg.Wait()
+}
+
+func (c *Client) sagasStream(ctx context.Context) (jetstream.Stream, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sagas != nil {
+		return c.sagas, nil
+	}
+	s, err := c.js.Stream(ctx, c.ns.SagasStream())
+	if err != nil {
+		return nil, fmt.Errorf("sagas stream %s: %w", c.ns.SagasStream(), err)
+	}
+	c.sagas = s
+	return s, nil
 }
 
 func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
@@ -139,9 +154,9 @@ func (c *Client) start(ctx context.Context, start events.Start, trace Trace, fre
 // sameAsStored compares a start message with the one stored for its saga:
 // nil if equal, ErrPlanConflict if not, ErrNotFound if there is none.
 func (c *Client) sameAsStored(ctx context.Context, id string, data []byte) error {
-	stream, err := c.js.Stream(ctx, c.ns.SagasStream())
+	stream, err := c.sagasStream(ctx)
 	if err != nil {
-		return fmt.Errorf("sagas stream %s: %w", c.ns.SagasStream(), err)
+		return err
 	}
 	raw, err := stream.GetLastMsgForSubject(ctx, c.ns.Start(id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -174,7 +189,20 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 	}
 	e, err := kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		// A saga whose first step has not answered yet has no state in the
+		// bucket: its state is its start message.
+		sagas, err := c.sagasStream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st, err := foldStartMessage(ctx, sagas, c.ns, id)
+		if err != nil {
+			return nil, err
+		}
+		if st == nil {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return st, nil
 	}
 	if err != nil {
 		return nil, err
@@ -281,7 +309,9 @@ type ListFilter struct {
 	Limit int
 }
 
-// List returns the sagas that pass the filter, newest first.
+// List returns the sagas that pass the filter, newest first. It lists the
+// state bucket, which receives a saga's state with its first outcome: a saga
+// whose first step has not answered yet is not listed (Get finds it).
 func (c *Client) List(ctx context.Context, f ListFilter) ([]*State, error) {
 	kv, err := c.bucket(ctx)
 	if err != nil {

@@ -135,6 +135,10 @@ func (c *Coordinator) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
 	}
+	sagas, err := c.js.Stream(ctx, c.ns.SagasStream())
+	if err != nil {
+		return fmt.Errorf("orchestrator: stream %s: %w", c.ns.SagasStream(), err)
+	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.ns.SagasStream(), jetstream.ConsumerConfig{
 		Durable:        c.ns.CoordinatorConsumer(),
 		Description:    "jetsaga coordinators",
@@ -157,7 +161,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
 	for i := range queues {
 		queues[i] = make(chan jetstream.Msg, 64)
-		w := &worker{c: c, kv: kv, cache: newStateCache(perWorker)}
+		w := &worker{c: c, kv: kv, sagas: sagas, cache: newStateCache(perWorker)}
 		wg.Add(1)
 		go func(q <-chan jetstream.Msg) {
 			defer wg.Done()
@@ -203,6 +207,7 @@ func shard(subject string, n int) int {
 type worker struct {
 	c     *Coordinator
 	kv    jetstream.KeyValue
+	sagas jetstream.Stream
 	cache *stateCache
 }
 
@@ -225,7 +230,7 @@ func (w *worker) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	if err := w.apply(ctx, in); err != nil {
+	if err := w.apply(ctx, in, meta.NumDelivered); err != nil {
 		c.stats.errors.Add(1)
 		c.log.Warn("coordinator: will retry", "saga", in.SagaID, "seq", in.Seq, "err", err)
 		_ = msg.NakWithDelay(backoff(meta.NumDelivered))
@@ -243,15 +248,39 @@ func backoff(delivered uint64) time.Duration {
 // apply runs one input through the state machine: load (flushing what a
 // previous transition may have left unpublished), Next, compare-and-set
 // write, publish.
-func (w *worker) apply(ctx context.Context, in Input) error {
+func (w *worker) apply(ctx context.Context, in Input, delivered uint64) error {
 	c := w.c
 	for try := 0; ; try++ {
-		e, err := w.load(ctx, in.SagaID)
+		e, err := w.load(ctx, in.SagaID, in.Kind != events.KindStart)
 		if err != nil {
 			return err
 		}
 		if err := w.flush(ctx, e); err != nil {
 			return err
+		}
+		if in.Kind == events.KindStart {
+			if e.state == nil {
+				// A new saga: its state is a function of its start message,
+				// which the stream keeps, so it is not written now — the
+				// bucket gets it with the saga's first outcome (one write
+				// less per saga). Whoever needs it before folds the start
+				// message (load, Client.Get).
+				if res := Next(nil, in); res.State != nil && res.State.Status == Running {
+					ne := &cacheEntry{state: res.State}
+					w.cache.put(in.SagaID, ne)
+					c.stats.applied.Add(1)
+					return w.flush(ctx, ne)
+				}
+			} else if delivered > 1 {
+				// A start delivered again may have been cut off while
+				// publishing its first commands: publish them again (ids
+				// and the participants' barrier make that harmless).
+				if res := Next(nil, in); res.State != nil && res.State.Pending != nil {
+					if err := c.publish(ctx, in.SagaID, res.State.Pending, res.State.Trace); err != nil {
+						return err
+					}
+				}
+			}
 		}
 		res := Next(e.state, in)
 		if !res.Changed {
@@ -303,14 +332,27 @@ func (w *worker) apply(ctx context.Context, in Input) error {
 	}
 }
 
-// load returns the saga's state and revision, from the cache or the bucket.
-func (w *worker) load(ctx context.Context, id string) (*cacheEntry, error) {
+// load returns the saga's state and revision, from the cache or the bucket,
+// or (foldStart) from its start message when the bucket has no state yet. A
+// state folded from the start counts as flushed: until its start message is
+// acknowledged, JetStream delivers it again, and that delivery publishes.
+func (w *worker) load(ctx context.Context, id string, foldStart bool) (*cacheEntry, error) {
 	if e := w.cache.get(id); e != nil {
 		return e, nil
 	}
 	kve, err := w.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &cacheEntry{flushed: true}, nil
+		e := &cacheEntry{flushed: true}
+		if foldStart {
+			if e.state, err = foldStartMessage(ctx, w.sagas, w.c.ns, id); err != nil {
+				return nil, err
+			}
+			if e.state != nil {
+				w.cache.put(id, e)
+				e.cached = false
+			}
+		}
+		return e, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state of saga %s: %w", id, err)
@@ -468,4 +510,24 @@ func awaitAcks(ctx context.Context, js jetstream.JetStream, futures []jetstream.
 		}
 	}
 	return nil
+}
+
+// foldStartMessage returns the state a saga has right after its start
+// message, read from the sagas stream, or nil if there is no valid start.
+func foldStartMessage(ctx context.Context, sagas jetstream.Stream, ns events.Namespace, id string) (*State, error) {
+	raw, err := sagas.GetLastMsgForSubject(ctx, ns.Start(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read start of saga %s: %w", id, err)
+	}
+	in, ok := DecodeInput(ns, raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
+	if !ok {
+		return nil, nil
+	}
+	if r := Next(nil, in); r.State != nil && r.State.Status == Running {
+		return r.State, nil
+	}
+	return nil, nil
 }
