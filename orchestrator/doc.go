@@ -57,6 +57,10 @@
 // conflict with another instance the worker reloads and recomputes. An input
 // that a cached state would drop is checked against the bucket first, since
 // another instance may have moved the saga on.
+// The first transition is not written: a new saga's state is a function of
+// its start message, which the stream keeps, so the bucket receives the state
+// with the saga's first outcome, and until then the start message is folded
+// wherever the state is needed (one write less per saga).
 //
 // Timers (step timeouts, the saga deadline, re-sends) are JetStream message
 // schedules: one pending schedule per saga on <prefix>.sched.<id>, targeting
