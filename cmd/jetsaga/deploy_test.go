@@ -163,7 +163,11 @@ func TestDeployPermissions(t *testing.T) {
 	bankA.waitOutput("bank running")
 	bankB.waitOutput("bank running")
 
-	r := cli(t, nil, transferJSON(alice, bob, 100), append([]string{"start", "--wait", "-f", "-"}, as("operator")...)...)
+	// A wrong password is refused with the address.
+	r := cli(t, nil, "", "list", "--nats-url", url, "--nats-user", "operator", "--nats-password", "wrong")
+	wantOneLineError(t, r, exitError, "cannot connect to NATS at "+url+": ", "Authorization Violation")
+
+	r = cli(t, nil, transferJSON(alice, bob, 100), append([]string{"start", "--wait", "-f", "-"}, as("operator")...)...)
 	wantExit(t, r, exitOK)
 	id := strings.SplitN(r.stdout, "\n", 2)[0]
 	for _, args := range [][]string{{"status", id}, {"list"}, {"replay", "--compare"}} {

@@ -116,6 +116,17 @@ func TestUnreachableNATS(t *testing.T) {
 	}
 }
 
+// TestCredentialFiles: a credentials, NKey or CA file that cannot be read
+// is named in the error.
+func TestCredentialFiles(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, flag := range []string{"--nats-creds", "--nats-nkey", "--tls-ca"} {
+		wantOneLineError(t, f.run("list", flag, missing), exitError, missing, "no such file")
+	}
+}
+
 // TestNoDeployment: a server without jetsaga's streams (or a wrong prefix)
 // is reported as such.
 func TestNoDeployment(t *testing.T) {
