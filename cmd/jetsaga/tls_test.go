@@ -94,4 +94,3 @@ func TestTLS(t *testing.T) {
 	r = cli(t, nil, "", "list", "--nats-url", url, "--tls-ca", p.caFile)
 	wantOneLineError(t, r, exitError, "cannot connect to NATS at "+url)
 }
-
