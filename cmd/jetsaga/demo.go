@@ -126,7 +126,7 @@ func (d *demo) run() error {
 	if err != nil {
 		return err
 	}
-	if err := d.printBalances("  balances   "); err != nil {
+	if err := d.printBalances("  balances    "); err != nil {
 		return err
 	}
 	for i, sc := range []struct {
