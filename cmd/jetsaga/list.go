@@ -19,7 +19,10 @@ func (a *app) listCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List sagas, newest first",
 		Long: `List the sagas of the state bucket, newest first, optionally only those in one status
-(for example "jetsaga list --status parked", the sagas that wait for an operator).`,
+(for example "jetsaga list --status parked", the sagas that wait for an operator).
+
+A saga enters the bucket with its first step's outcome: one whose first step has not answered yet
+is not listed, but "jetsaga status <id>" finds it.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := parseStatus(status)

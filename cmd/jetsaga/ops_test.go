@@ -366,16 +366,26 @@ func TestReplay(t *testing.T) {
 		f.succeed(id, "send", "post")
 		f.waitStatus(id, orchestrator.Committed)
 	}
+	// A saga whose first step has not answered: its live state is its start.
+	wantExit(t, f.runIn(shipPlan("r3"), "start", "-f", "-"), exitOK)
+	stream, err := f.js.Stream(t.Context(), f.ns.CommandsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		_, err := stream.GetLastMsgForSubject(t.Context(), f.ns.Command("stock", "r3"))
+		return err
+	})
 	r := f.run("replay", "--compare")
 	wantExit(t, r, exitOK)
-	want := "rebuilt 3 sagas from stream SAGAS into bucket saga_state_replay\ncompared with live bucket saga_state (3 sagas): 0 differ\n"
+	want := "rebuilt 4 sagas from stream SAGAS into bucket saga_state_replay\ncompared with the live states in saga_state (4 sagas): 0 differ\n"
 	if r.stdout != want {
 		t.Fatalf("replay --compare:\n%s\nwant:\n%s", r.stdout, want)
 	}
 	// Again: the scratch bucket is emptied and rebuilt.
 	var out replayJSON
 	decodeJSON(t, f.run("replay", "--compare", "--json"), &out)
-	if out.Rebuilt != 3 || out.Compared == nil || out.Compared.Differ != 0 || out.Compared.Live != 3 {
+	if out.Rebuilt != 4 || out.Compared == nil || out.Compared.Differ != 0 || out.Compared.Live != 4 {
 		t.Fatalf("replay --json: %+v", out)
 	}
 
@@ -402,7 +412,8 @@ func TestReplay(t *testing.T) {
 	}
 	r = f.run("replay", "--compare")
 	wantExit(t, r, exitDiffers)
-	for _, w := range []string{"2 differ", "differs:           r0", "not in live:       r1"} {
+	// r1's live state is now read from its start message: it differs too.
+	for _, w := range []string{"2 differ", "differs:           r0", "differs:           r1"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Fatalf("replay --compare output lacks %q:\n%s", w, r.stdout)
 		}
@@ -419,6 +430,6 @@ func TestReplay(t *testing.T) {
 	}
 	// Another existing non-empty bucket needs --force.
 	wantExit(t, f.run("replay", "--into", "mine"), exitOK)
-	wantOneLineError(t, f.run("replay", "--into", "mine"), exitUsage, "--into mine: the bucket exists and holds 3 values", "--force")
+	wantOneLineError(t, f.run("replay", "--into", "mine"), exitUsage, "--into mine: the bucket exists and holds 4 values", "--force")
 	wantExit(t, f.run("replay", "--into", "mine", "--force"), exitOK)
 }

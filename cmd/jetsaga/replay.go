@@ -102,7 +102,7 @@ differ (exit code 6 if any do). Sagas in flight while coordinators run may diffe
 			}
 			out := replayJSON{Bucket: into, Rebuilt: len(states)}
 			if compare {
-				c, err := compareLive(ctx, s.js, ns, encoded)
+				c, err := compareLive(ctx, s.js, s.client, ns, encoded)
 				if err != nil {
 					return err
 				}
@@ -115,7 +115,7 @@ differ (exit code 6 if any do). Sagas in flight while coordinators run may diffe
 			} else {
 				fmt.Fprintf(a.stdout, "rebuilt %d sagas from stream %s into bucket %s\n", out.Rebuilt, ns.SagasStream(), into)
 				if c := out.Compared; c != nil {
-					fmt.Fprintf(a.stdout, "compared with live bucket %s (%d sagas): %d differ\n", ns.StateBucket(), c.Live, c.Differ)
+					fmt.Fprintf(a.stdout, "compared with the live states in %s (%d sagas): %d differ\n", ns.StateBucket(), c.Live, c.Differ)
 					for _, id := range c.Changed {
 						fmt.Fprintf(a.stdout, "  differs:           %s\n", id)
 					}
@@ -177,8 +177,10 @@ func prepareBucket(ctx context.Context, js jetstream.JetStream, ns events.Namesp
 	return kv, nil
 }
 
-// compareLive compares rebuilt states with the live bucket.
-func compareLive(ctx context.Context, js jetstream.JetStream, ns events.Namespace, rebuilt map[string][]byte) (*compareJSON, error) {
+// compareLive compares rebuilt states with the live ones. A saga whose
+// first step has not answered yet has no state in the live bucket: its live
+// state is its start message, which the client folds.
+func compareLive(ctx context.Context, js jetstream.JetStream, client *orchestrator.Client, ns events.Namespace, rebuilt map[string][]byte) (*compareJSON, error) {
 	kv, err := js.KeyValue(ctx, ns.StateBucket())
 	if err != nil {
 		return nil, fmt.Errorf("live bucket %s: %w", ns.StateBucket(), err)
@@ -208,9 +210,25 @@ func compareLive(ctx context.Context, js jetstream.JetStream, ns events.Namespac
 			c.Changed = append(c.Changed, key)
 		}
 	}
-	for id := range rebuilt {
-		if !seen[id] {
+	for id, r := range rebuilt {
+		if seen[id] {
+			continue
+		}
+		st, err := client.Get(ctx, id)
+		if errors.Is(err, orchestrator.ErrNotFound) {
 			c.MissingLive = append(c.MissingLive, id)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read saga %s: %w", id, err)
+		}
+		c.Live++
+		live, err := orchestrator.EncodeState(st)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(live, r) {
+			c.Changed = append(c.Changed, id)
 		}
 	}
 	sort.Strings(c.Changed)
