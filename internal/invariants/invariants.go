@@ -1,0 +1,627 @@
+package invariants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/examples/bank"
+	"github.com/jetsaga/jetsaga/orchestrator"
+	"github.com/jetsaga/jetsaga/outbox"
+	"github.com/jetsaga/jetsaga/participants"
+)
+
+// The steps of bank.TransferPlan: the debit runs at bank-a, the credit at
+// bank-b.
+const (
+	DebitStep  = "debit"
+	CreditStep = "credit"
+)
+
+// Barrier row statuses (participants' barrier table).
+const (
+	rowSucceeded   = "succeeded"
+	rowFailed      = "failed"
+	rowRejected    = "rejected"
+	rowVoided      = "voided"
+	rowCompensated = "compensated"
+)
+
+// Defaults of [Config].
+const (
+	DefaultDrainTimeout  = 10 * time.Second
+	DefaultMaxViolations = 20
+	DefaultConcurrency   = 16
+)
+
+// drainPoll is the pause between two looks at the outboxes.
+const drainPoll = 100 * time.Millisecond
+
+// Transfer is one transfer saga that a load started with bank.TransferPlan:
+// Amount from account From at bank-a to account To at bank-b.
+type Transfer struct {
+	// ID is the saga id. Required, unique in Config.Transfers.
+	ID string
+	// From is the debited account at bank-a; it must be in Config.InitialA.
+	From int64
+	// To is the credited account at bank-b; it must be in Config.InitialB.
+	To int64
+	// Amount moved, > 0.
+	Amount bank.Cents
+	// Unacked marks a start whose publish was never acknowledged (an error
+	// or a timeout): the saga may or may not exist. If it exists it is
+	// checked like any other; if not, nothing of it may exist in the banks.
+	// Default false: the start was acknowledged, so the saga must exist.
+	Unacked bool
+}
+
+// Config is the input of [Check]. Client, BankA, BankB, InitialA and
+// InitialB are required.
+type Config struct {
+	// Client reads each saga's state by id. Required.
+	Client *orchestrator.Client
+	// BankA and BankB are the two banks' databases (accounts, barrier and
+	// outbox tables). Required.
+	BankA, BankB *pgxpool.Pool
+	// InitialA and InitialB are every account's balance before the load,
+	// per bank. Required, non-empty; no balance may be negative.
+	InitialA, InitialB map[int64]bank.Cents
+	// Transfers are the sagas the load started. Default none (then the
+	// balances must be unchanged).
+	Transfers []Transfer
+	// AllowParked accepts parked sagas, each with a reason; their effect on
+	// the balances is read from the barrier rows, and the money they hold in
+	// flight (debited, not credited) is allowed out of the total. Default
+	// false: a parked saga is a violation.
+	AllowParked bool
+	// DrainTimeout bounds the wait for both outboxes to empty. Default
+	// [DefaultDrainTimeout]; negative looks once without waiting.
+	DrainTimeout time.Duration
+	// MaxViolations bounds Report.Violations. Default
+	// [DefaultMaxViolations].
+	MaxViolations int
+	// Concurrency is the number of saga states read at once. Default
+	// [DefaultConcurrency].
+	Concurrency int
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Client == nil:
+		return errors.New("invariants: Config.Client is nil")
+	case c.BankA == nil:
+		return errors.New("invariants: Config.BankA is nil")
+	case c.BankB == nil:
+		return errors.New("invariants: Config.BankB is nil")
+	case len(c.InitialA) == 0:
+		return errors.New("invariants: Config.InitialA is empty: give every bank-a account's balance before the load")
+	case len(c.InitialB) == 0:
+		return errors.New("invariants: Config.InitialB is empty: give every bank-b account's balance before the load")
+	case c.MaxViolations < 0:
+		return fmt.Errorf("invariants: Config.MaxViolations is %d, must be >= 0 (0 means %d)", c.MaxViolations, DefaultMaxViolations)
+	case c.Concurrency < 0:
+		return fmt.Errorf("invariants: Config.Concurrency is %d, must be >= 0 (0 means %d)", c.Concurrency, DefaultConcurrency)
+	}
+	for name, m := range map[string]map[int64]bank.Cents{"InitialA": c.InitialA, "InitialB": c.InitialB} {
+		for id, bal := range m {
+			if bal < 0 {
+				return fmt.Errorf("invariants: Config.%s[%d] is %s, a balance cannot be negative", name, id, bal)
+			}
+		}
+	}
+	seen := make(map[string]int, len(c.Transfers))
+	for i, t := range c.Transfers {
+		f := func(field, format string, args ...any) error {
+			return fmt.Errorf("invariants: Config.Transfers[%d].%s: "+format, append([]any{i, field}, args...)...)
+		}
+		if err := events.ValidToken(t.ID); err != nil {
+			return f("ID", "%q %v", t.ID, err)
+		}
+		if j, dup := seen[t.ID]; dup {
+			return f("ID", "%q is also Transfers[%d].ID", t.ID, j)
+		}
+		seen[t.ID] = i
+		if _, ok := c.InitialA[t.From]; !ok {
+			return f("From", "account %d is not in InitialA", t.From)
+		}
+		if _, ok := c.InitialB[t.To]; !ok {
+			return f("To", "account %d is not in InitialB", t.To)
+		}
+		if t.Amount <= 0 {
+			return f("Amount", "is %s, must be > 0", t.Amount)
+		}
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.MaxViolations == 0 {
+		c.MaxViolations = DefaultMaxViolations
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	return nil
+}
+
+// ParkedSaga is a parked saga that Config.AllowParked accepted.
+type ParkedSaga struct {
+	ID     string
+	Reason string
+}
+
+// Report is the result of [Check].
+type Report struct {
+	// Transfers is the number of transfers given.
+	Transfers int
+	// Committed, Compensated and Parked count the sagas by final status.
+	Committed, Compensated, Parked int
+	// NotStarted counts unacknowledged starts that left no saga (and, as
+	// checked, nothing in the banks).
+	NotStarted int
+	// Missing counts acknowledged starts without a saga (each a violation).
+	Missing int
+	// NotTerminal counts sagas in any other status (each a violation unless
+	// parked and allowed).
+	NotTerminal int
+	// VoidedActions counts barrier rows do=voided of the started sagas: a
+	// compensation ran before its action, so the action is refused if it
+	// ever arrives (and, as checked, took no effect).
+	VoidedActions int
+	// ForeignRows counts barrier rows of sagas that are not among the
+	// transfers (forged commands); as checked, none took effect.
+	ForeignRows int
+	// TotalBefore and TotalAfter are the sums of all balances of both banks;
+	// InFlight is the money allowed parked sagas hold (debited at bank-a and
+	// not credited at bank-b).
+	TotalBefore, TotalAfter, InFlight bank.Cents
+	// ParkedSagas are the allowed parked sagas with their reasons.
+	ParkedSagas []ParkedSaga
+	// Violations describe the broken invariants, at most
+	// Config.MaxViolations of them; ViolationCount counts them all.
+	Violations     []string
+	ViolationCount int
+}
+
+// OK reports whether every invariant holds.
+func (r *Report) OK() bool { return r.ViolationCount == 0 }
+
+// Err returns nil if every invariant holds, otherwise an error listing the
+// violations.
+func (r *Report) Err() error {
+	if r.OK() {
+		return nil
+	}
+	more := ""
+	if r.ViolationCount > len(r.Violations) {
+		more = fmt.Sprintf("\n  … and %d more", r.ViolationCount-len(r.Violations))
+	}
+	return fmt.Errorf("invariants: %d violation(s):\n  %s%s", r.ViolationCount, strings.Join(r.Violations, "\n  "), more)
+}
+
+func (r *Report) violate(limit int, format string, args ...any) {
+	r.ViolationCount++
+	if len(r.Violations) < limit {
+		r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+	}
+}
+
+// rowKey identifies the barrier rows of one step of one saga.
+type rowKey struct{ saga, step string }
+
+// stepRows are the barrier rows of one step: the do row's status ("" if
+// absent) and whether the undo row exists.
+type stepRows struct {
+	do   string
+	undo bool
+}
+
+// applied reports whether the rows leave the action's effect in place.
+func (s stepRows) applied() bool { return s.do == rowSucceeded && !s.undo }
+
+func (s stepRows) String() string {
+	do, undo := s.do, "absent"
+	if do == "" {
+		do = "absent"
+	}
+	if s.undo {
+		undo = rowCompensated
+	}
+	return "do=" + do + " undo=" + undo
+}
+
+// Check verifies the invariants; see the package documentation. It returns
+// an error (and no report) only if the check cannot be carried out: invalid
+// Config, or a database or NATS read that failed.
+func Check(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	states, err := readStates(ctx, cfg.Client, cfg.Transfers, cfg.Concurrency)
+	if err != nil {
+		return nil, err
+	}
+	rowsA, err := barrierRows(ctx, cfg.BankA)
+	if err != nil {
+		return nil, fmt.Errorf("invariants: %s: %w", bank.BankA, err)
+	}
+	rowsB, err := barrierRows(ctx, cfg.BankB)
+	if err != nil {
+		return nil, fmt.Errorf("invariants: %s: %w", bank.BankB, err)
+	}
+	balA, err := balances(ctx, cfg.BankA)
+	if err != nil {
+		return nil, fmt.Errorf("invariants: %s: %w", bank.BankA, err)
+	}
+	balB, err := balances(ctx, cfg.BankB)
+	if err != nil {
+		return nil, fmt.Errorf("invariants: %s: %w", bank.BankB, err)
+	}
+
+	r := &Report{Transfers: len(cfg.Transfers)}
+	fail := func(format string, args ...any) { r.violate(cfg.MaxViolations, format, args...) }
+	wantA := make(map[int64]bank.Cents, len(cfg.InitialA))
+	wantB := make(map[int64]bank.Cents, len(cfg.InitialB))
+	for id, c := range cfg.InitialA {
+		wantA[id] = c
+		r.TotalBefore += c
+	}
+	for id, c := range cfg.InitialB {
+		wantB[id] = c
+		r.TotalBefore += c
+	}
+	started := make(map[string]bool, len(cfg.Transfers))
+	for i := range cfg.Transfers {
+		t := &cfg.Transfers[i]
+		started[t.ID] = true
+		debit, credit := rowsA[rowKey{t.ID, DebitStep}], rowsB[rowKey{t.ID, CreditStep}]
+		if debit.do == rowVoided {
+			r.VoidedActions++
+		}
+		if credit.do == rowVoided {
+			r.VoidedActions++
+		}
+		what := fmt.Sprintf("saga %s (%s from %s:%d to %s:%d)", t.ID, t.Amount, bank.BankA, t.From, bank.BankB, t.To)
+		st := states[i]
+		if st == nil {
+			if !t.Unacked {
+				r.Missing++
+				fail("%s: its start was acknowledged but no saga has this id", what)
+				continue
+			}
+			r.NotStarted++
+			if debit != (stepRows{}) || credit != (stepRows{}) {
+				fail("%s: never started (no saga has this id) yet the banks hold barrier rows: %s debit %s, %s credit %s",
+					what, bank.BankA, debit, bank.BankB, credit)
+			}
+			continue
+		}
+		if msg := planMismatch(st, t); msg != "" {
+			fail("%s: the saga found by this id holds another plan: %s", what, msg)
+			continue
+		}
+		debitState, creditState := st.Steps[0], st.Steps[1]
+		var debitApplied, creditApplied bool
+		switch st.Status {
+		case orchestrator.Committed:
+			r.Committed++
+			debitApplied, creditApplied = true, true
+			for _, s := range []struct {
+				bank  string
+				state orchestrator.StepState
+				rows  stepRows
+			}{{bank.BankA, debitState, debit}, {bank.BankB, creditState, credit}} {
+				if s.state.Status != orchestrator.StepSucceeded {
+					fail("%s is committed but its step %s is %s", what, s.state.Name, s.state.Status)
+				}
+				if !s.rows.applied() {
+					fail("%s is committed but %s's barrier rows for %s are %s: the action was not applied exactly once",
+						what, s.bank, s.state.Name, s.rows)
+				}
+			}
+		case orchestrator.Compensated:
+			r.Compensated++
+			for _, s := range []struct {
+				bank  string
+				state orchestrator.StepState
+				rows  stepRows
+			}{{bank.BankA, debitState, debit}, {bank.BankB, creditState, credit}} {
+				if msg := compensatedStep(s.state, s.rows); msg != "" {
+					fail("%s is compensated but at %s %s", what, s.bank, msg)
+				}
+			}
+		case orchestrator.Parked:
+			switch {
+			case !cfg.AllowParked:
+				r.NotTerminal++
+				fail("%s is parked (%s), which this run does not allow", what, st.Reason)
+				continue
+			case st.Reason == "":
+				fail("%s is parked without a reason", what)
+			}
+			r.Parked++
+			r.ParkedSagas = append(r.ParkedSagas, ParkedSaga{ID: t.ID, Reason: st.Reason})
+			debitApplied, creditApplied = debit.applied(), credit.applied()
+			if debitApplied && !creditApplied {
+				r.InFlight += t.Amount
+			} else if creditApplied && !debitApplied {
+				r.InFlight -= t.Amount
+			}
+		default:
+			r.NotTerminal++
+			fail("%s is %s, not terminal (reason %q)", what, st.Status, st.Reason)
+			continue
+		}
+		if debitApplied {
+			wantA[t.From] -= t.Amount
+		}
+		if creditApplied {
+			wantB[t.To] += t.Amount
+		}
+	}
+	// Rows that no planned step explains: forged commands, or steps of a
+	// saga at the wrong bank. None may have taken effect.
+	for _, b := range []struct {
+		name string
+		rows map[rowKey]stepRows
+		step string
+	}{{bank.BankA, rowsA, DebitStep}, {bank.BankB, rowsB, CreditStep}} {
+		for _, k := range sortedKeys(b.rows) {
+			if started[k.saga] && k.step == b.step {
+				continue
+			}
+			if !started[k.saga] {
+				r.ForeignRows++
+			}
+			if s := b.rows[k]; s.do == rowSucceeded {
+				fail("%s: barrier rows %s for saga %s step %s, which no started transfer runs there: an unplanned action took effect",
+					b.name, s, k.saga, k.step)
+			}
+		}
+	}
+	for _, b := range []struct {
+		name      string
+		got, want map[int64]bank.Cents
+	}{{bank.BankA, balA, wantA}, {bank.BankB, balB, wantB}} {
+		for _, id := range sortedIDs(b.want) {
+			got, ok := b.got[id]
+			switch {
+			case !ok:
+				fail("%s: account %d has disappeared", b.name, id)
+			case got != b.want[id]:
+				fail("%s: account %d holds %s, the sagas say %s (off by %s)", b.name, id, got, b.want[id], got-b.want[id])
+			}
+		}
+		for _, id := range sortedIDs(b.got) {
+			r.TotalAfter += b.got[id]
+			if _, ok := b.want[id]; !ok {
+				fail("%s: account %d (balance %s) did not exist before the load", b.name, id, b.got[id])
+			}
+			if b.got[id] < 0 {
+				fail("%s: account %d is negative: %s", b.name, id, b.got[id])
+			}
+		}
+	}
+	if want := r.TotalBefore - r.InFlight; r.TotalAfter != want {
+		fail("money not conserved: the banks hold %s in all, want %s (%s before, %s in flight in parked sagas)",
+			r.TotalAfter, want, r.TotalBefore, r.InFlight)
+	}
+	for _, b := range []struct {
+		name string
+		pool *pgxpool.Pool
+	}{{bank.BankA, cfg.BankA}, {bank.BankB, cfg.BankB}} {
+		rows, err := drained(ctx, b.pool, cfg.DrainTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("invariants: %s: %w", b.name, err)
+		}
+		if rows != 0 {
+			fail("%s: outbox not drained: %d rows still pending after %s", b.name, rows, max(cfg.DrainTimeout, 0))
+		}
+	}
+	return r, nil
+}
+
+// compensatedStep checks one step of a compensated saga against its barrier
+// rows: the step must have left no effect, in a way its rows confirm.
+func compensatedStep(s orchestrator.StepState, rows stepRows) string {
+	switch s.Status {
+	case orchestrator.StepCompensated:
+		if !rows.undo || rows.do == "" {
+			return fmt.Sprintf("step %s is compensated while its barrier rows are %s", s.Name, rows)
+		}
+	case orchestrator.StepFailed, orchestrator.StepPending:
+		// Never compensated: the action must have had no effect (a failed
+		// or rejected action rolled back; a forged command may have left a
+		// rejected row on a step that never ran).
+		if rows.do == rowSucceeded || rows.do == rowVoided || rows.undo {
+			return fmt.Sprintf("step %s is %s (no compensation sent) while its barrier rows are %s", s.Name, s.Status, rows)
+		}
+	default:
+		return fmt.Sprintf("step %s is %s", s.Name, s.Status)
+	}
+	if rows.applied() {
+		return fmt.Sprintf("step %s's action is still in effect: %s", s.Name, rows)
+	}
+	return ""
+}
+
+// planMismatch compares the plan stored with a saga with the transfer.
+func planMismatch(st *orchestrator.State, t *Transfer) string {
+	if st.Plan == nil || len(st.Plan.Steps) != 2 || len(st.Steps) != 2 {
+		return fmt.Sprintf("status %s, not the two steps of a transfer", st.Status)
+	}
+	for i, want := range []struct {
+		step, participant string
+		req               bank.TransferReq
+	}{{DebitStep, bank.BankA, bank.TransferReq{UserID: t.From, Amount: t.Amount}},
+		{CreditStep, bank.BankB, bank.TransferReq{UserID: t.To, Amount: t.Amount}}} {
+		def := st.Plan.Steps[i]
+		if def.Name != want.step || def.Participant != want.participant || st.Steps[i].Name != want.step {
+			return fmt.Sprintf("step %d is %s at %s, want %s at %s", i, def.Name, def.Participant, want.step, want.participant)
+		}
+		var req bank.TransferReq
+		if err := json.Unmarshal(def.Payload, &req); err != nil {
+			return fmt.Sprintf("step %s's payload: %v", def.Name, err)
+		}
+		if req != want.req {
+			return fmt.Sprintf("step %s moves %s on account %d, want %s on %d", def.Name, req.Amount, req.UserID, want.req.Amount, want.req.UserID)
+		}
+	}
+	return ""
+}
+
+// readStates reads each transfer's saga state; nil where none exists.
+func readStates(ctx context.Context, c *orchestrator.Client, ts []Transfer, workers int) ([]*orchestrator.State, error) {
+	out := make([]*orchestrator.State, len(ts))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				st, err := c.Get(ctx, ts[i].ID)
+				switch {
+				case errors.Is(err, orchestrator.ErrNotFound):
+				case err != nil:
+					once.Do(func() { firstErr = fmt.Errorf("invariants: read saga %s: %w", ts[i].ID, err); cancel() })
+				default:
+					out[i] = st
+				}
+			}
+		}()
+	}
+feed:
+	for i := range ts {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return out, firstErr
+}
+
+// barrierRows reads a bank's barrier table.
+func barrierRows(ctx context.Context, pool *pgxpool.Pool) (map[rowKey]stepRows, error) {
+	rows, err := pool.Query(ctx, `SELECT saga_id, step, op, status FROM `+participants.DefaultBarrierTable)
+	if err != nil {
+		return nil, fmt.Errorf("read barrier rows: %w", err)
+	}
+	defer rows.Close()
+	out := map[rowKey]stepRows{}
+	for rows.Next() {
+		var saga, step, op, status string
+		if err := rows.Scan(&saga, &step, &op, &status); err != nil {
+			return nil, fmt.Errorf("read barrier rows: %w", err)
+		}
+		k := rowKey{saga, step}
+		s := out[k]
+		if op == string(events.OpUndo) {
+			s.undo = status == rowCompensated
+		} else {
+			s.do = status
+		}
+		out[k] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read barrier rows: %w", err)
+	}
+	return out, nil
+}
+
+// balances reads a bank's balances, in cents.
+func balances(ctx context.Context, pool *pgxpool.Pool) (map[int64]bank.Cents, error) {
+	rows, err := pool.Query(ctx, `SELECT user_id, (balance * 100)::bigint FROM accounts`)
+	if err != nil {
+		return nil, fmt.Errorf("read balances: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]bank.Cents{}
+	for rows.Next() {
+		var id, c int64
+		if err := rows.Scan(&id, &c); err != nil {
+			return nil, fmt.Errorf("read balances: %w", err)
+		}
+		out[id] = bank.Cents(c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read balances: %w", err)
+	}
+	return out, nil
+}
+
+// Balances returns every account's balance of a bank: what Config.InitialA
+// or InitialB wants, read before a load.
+func Balances(ctx context.Context, pool *pgxpool.Pool) (map[int64]bank.Cents, error) {
+	m, err := balances(ctx, pool)
+	if err != nil {
+		return nil, fmt.Errorf("invariants: %w", err)
+	}
+	return m, nil
+}
+
+// drained waits up to timeout for the default outbox table to be empty and
+// returns the rows left.
+func drained(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration) (int64, error) {
+	ob, err := outbox.New(outbox.Config{})
+	if err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := ob.Pending(ctx, pool)
+		if err != nil {
+			return 0, err
+		}
+		if p.Rows == 0 || !time.Now().Before(deadline) {
+			return p.Rows, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(drainPoll):
+		}
+	}
+}
+
+func sortedIDs(m map[int64]bank.Cents) []int64 {
+	ids := make([]int64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+func sortedKeys(m map[rowKey]stepRows) []rowKey {
+	keys := make([]rowKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].saga != keys[j].saga {
+			return keys[i].saga < keys[j].saga
+		}
+		return keys[i].step < keys[j].step
+	})
+	return keys
+}
