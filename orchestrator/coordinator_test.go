@@ -450,3 +450,29 @@ func TestCoordinatorPassesTraceContext(t *testing.T) {
 		t.Fatalf("%d commands", cmds)
 	}
 }
+
+// TestEnsureStreamsIsIdempotent: a second call changes nothing; a changed
+// option updates the stream.
+func TestEnsureStreamsIsIdempotent(t *testing.T) {
+	t.Parallel()
+	b := setup(t) // created them once
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, events.Default.SagasStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := s.CachedInfo().Created
+	if err := orchestrator.EnsureStreams(ctx, b.js, events.Default, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := orchestrator.EnsureStreams(ctx, b.js, events.Default, events.StreamOptions{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	s, err = b.js.Stream(ctx, events.Default.SagasStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo(); got.Config.MaxAge != time.Hour || !got.Created.Equal(created) {
+		t.Fatalf("max age %v, created %v (was %v)", got.Config.MaxAge, got.Created, created)
+	}
+}
