@@ -106,6 +106,9 @@ func (p *Participant) Run(ctx context.Context) error {
 	stream := p.cfg.Namespace.CommandsStream()
 	cons, err := p.cfg.JetStream.CreateOrUpdateConsumer(ctx, stream, p.ConsumerConfig())
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started: nothing to finish
+		}
 		return fmt.Errorf("participants: create consumer %s on stream %s: %w", p.ConsumerConfig().Durable, stream, err)
 	}
 	// The client buffers up to MaxAckPending messages: the server delivers
