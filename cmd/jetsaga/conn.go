@@ -107,29 +107,9 @@ func (f *natsFlags) validate() error {
 // once connected; a one-shot command keeps the client's defaults. The first
 // connection fails fast, after --connect-timeout, with the address tried.
 func (f *natsFlags) connect(ctx context.Context, name string, service bool, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	if err := f.validate(); err != nil {
+	opts, err := f.options(name)
+	if err != nil {
 		return nil, nil, err
-	}
-	opts := []nats.Option{nats.Name(name), nats.Timeout(f.connectTimeout)}
-	switch {
-	case f.creds != "":
-		opts = append(opts, nats.UserCredentials(f.creds))
-	case f.nkey != "":
-		o, err := nats.NkeyOptionFromSeed(f.nkey)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--nats-nkey %s: %w", f.nkey, err)
-		}
-		opts = append(opts, o)
-	case f.user != "":
-		opts = append(opts, nats.UserInfo(f.user, f.password))
-	case f.token != "":
-		opts = append(opts, nats.Token(f.token))
-	}
-	if f.tlsCA != "" {
-		opts = append(opts, nats.RootCAs(f.tlsCA))
-	}
-	if f.tlsCert != "" {
-		opts = append(opts, nats.ClientCert(f.tlsCert, f.tlsKey))
 	}
 	if service {
 		opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
@@ -300,4 +280,34 @@ func drain(nc *nats.Conn, timeout time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	nc.Close()
+}
+
+// options are the connection options of the flags: name, timeout,
+// authentication and TLS.
+func (f *natsFlags) options(name string) ([]nats.Option, error) {
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	opts := []nats.Option{nats.Name(name), nats.Timeout(f.connectTimeout)}
+	switch {
+	case f.creds != "":
+		opts = append(opts, nats.UserCredentials(f.creds))
+	case f.nkey != "":
+		o, err := nats.NkeyOptionFromSeed(f.nkey)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-nkey %s: %w", f.nkey, err)
+		}
+		opts = append(opts, o)
+	case f.user != "":
+		opts = append(opts, nats.UserInfo(f.user, f.password))
+	case f.token != "":
+		opts = append(opts, nats.Token(f.token))
+	}
+	if f.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(f.tlsCA))
+	}
+	if f.tlsCert != "" {
+		opts = append(opts, nats.ClientCert(f.tlsCert, f.tlsKey))
+	}
+	return opts, nil
 }

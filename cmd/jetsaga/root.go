@@ -138,6 +138,7 @@ Exit codes: 0 success (start --wait: committed), 1 error, 2 bad command line,
 	root.CompletionOptions.HiddenDefaultCmd = true
 	root.AddCommand(
 		a.demoCmd(),
+		a.benchCmd(),
 		a.devCmd(),
 		a.coordinatorCmd(),
 		a.bankCmd(),

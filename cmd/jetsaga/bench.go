@@ -1,0 +1,190 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/jetsaga/jetsaga/internal/bench"
+)
+
+func (a *app) benchCmd() *cobra.Command {
+	var (
+		o            bench.Options
+		natsURL      string
+		dbURL        string
+		asJSON       bool
+		cpuProfile   string
+		mutexProfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure whole-saga throughput and latency, with the machine's own ceilings",
+		Long: `Run the bank-transfer saga end to end under load — real PostgreSQL (fsync and
+synchronous_commit as the server has them: on for the throwaway cluster), JetStream file storage,
+the coordinator and both bank participants with barrier and outbox — and report sagas/s,
+latency percentiles from Start to the terminal state, PostgreSQL commits, JetStream writes and CPU
+per saga, peak RSS, and the ceilings measured first on the same database and NATS: single-row UPDATE
+transactions/s and synchronous JetStream publishes/s at the same concurrency.
+
+By default everything runs in this process on an embedded NATS server (--js-sync always: every
+JetStream write is fsynced; "default" fsyncs every 2 minutes) and a throwaway PostgreSQL cluster;
+--nats-url and --database-url use existing servers instead (the bench works in its own streams
+and databases and removes them). The CPU figure is this process's: with the embedded server it
+includes NATS, never PostgreSQL.
+
+At the end it checks the invariants (money conserved, every saga terminal, every balance exactly
+as the committed transfers say, barrier rows matching) and exits 1 if any fails.`,
+		Example: `  jetsaga bench --sagas 5000 --concurrency 64
+  jetsaga bench --duration 10m --concurrency 64 --json > soak.json
+  jetsaga bench --js-sync default --concurrency 256`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case o.Concurrency < 1:
+				return usagef("--concurrency must be at least 1, got %d", o.Concurrency)
+			case o.Sagas < 1 && o.Duration <= 0:
+				return usagef("--sagas must be at least 1, got %d", o.Sagas)
+			case o.Accounts < 10:
+				return usagef("--accounts must be at least 10, got %d", o.Accounts)
+			case o.FailShare < 0 || o.InsufficientShare < 0 || o.FailShare+o.InsufficientShare > 1:
+				return usagef("--fail-share %.2f and --insufficient-share %.2f must be >= 0 and add up to at most 1", o.FailShare, o.InsufficientShare)
+			case o.JSSync != "always" && o.JSSync != "default":
+				return usagef("--js-sync must be always or default, got %q", o.JSSync)
+			case o.Replicas < 1 || o.Coordinators < 1 || o.Workers < 1:
+				return usagef("--replicas, --coordinators and --workers must be at least 1")
+			}
+			o.NATSURL, o.DatabaseURL = natsURL, dbURL
+			if natsURL != "" {
+				o.NATSOptions = []nats.Option{nats.Name("jetsaga bench")}
+			}
+			// Zero means "none" on the command line, "default" in Options.
+			o.FailShare, o.InsufficientShare = orNegative(o.FailShare), orNegative(o.InsufficientShare)
+			if o.CeilingDuration == 0 {
+				o.CeilingDuration = -1
+			}
+			if !asJSON {
+				o.Progress = a.stderr
+			}
+			stopProfiles, err := startProfiles(cpuProfile, mutexProfile)
+			if err != nil {
+				return err
+			}
+			r, err := bench.Run(cmd.Context(), o)
+			if perr := stopProfiles(); err == nil {
+				err = perr
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := writeJSON(a.stdout, r); err != nil {
+					return err
+				}
+			} else {
+				printBench(a.stdout, r)
+			}
+			if !r.InvariantsOK {
+				return fmt.Errorf("invariants failed: %d violation(s), first: %s", len(r.InvariantErrors), r.InvariantErrors[0])
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&o.Sagas, "sagas", 2000, "number of sagas to complete (ignored with --duration)")
+	fs.DurationVar(&o.Duration, "duration", 0, "run the load for this long instead of a number of sagas")
+	fs.IntVar(&o.Concurrency, "concurrency", 64, "sagas in flight")
+	fs.IntVar(&o.Accounts, "accounts", 1000, "accounts per bank")
+	fs.Float64Var(&o.FailShare, "fail-share", 0.1, "share of transfers whose TransIn fails (abnormal account)")
+	fs.Float64Var(&o.InsufficientShare, "insufficient-share", 0.1, "share of transfers whose TransOut fails (insufficient balance)")
+	fs.StringVar(&o.JSSync, "js-sync", "always", "JetStream sync policy of the embedded server: always or default (every 2 minutes)")
+	fs.IntVar(&o.Replicas, "replicas", 1, "replicas of the streams and bucket")
+	fs.IntVar(&o.Coordinators, "coordinators", 1, "coordinator instances (each with its own connection)")
+	fs.IntVar(&o.Workers, "workers", 64, "workers per coordinator")
+	fs.IntVar(&o.ParticipantConcurrency, "participant-concurrency", 32, "commands each bank handles at once")
+	fs.DurationVar(&o.CeilingDuration, "ceiling-duration", 3*time.Second, "how long each ceiling is measured (0 skips them)")
+	fs.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of an embedded one")
+	fs.StringVar(&dbURL, "database-url", "", "use this PostgreSQL server instead of a throwaway cluster (databases jetsaga_bench_a/_b are recreated)")
+	bindEnv(fs, "database-url", "DATABASE_URL")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of text")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of the run to this file")
+	return cmd
+}
+
+// orNegative maps an explicit 0 to -1 (bench.Options reads 0 as "default").
+func orNegative(f float64) float64 {
+	if f == 0 {
+		return -1
+	}
+	return f
+}
+
+func startProfiles(cpu, mutex string) (stop func() error, err error) {
+	var cpuFile *os.File
+	if cpu != "" {
+		if cpuFile, err = os.Create(cpu); err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpuFile); err != nil {
+			cpuFile.Close()
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+	}
+	if mutex != "" {
+		runtime.SetMutexProfileFraction(5)
+	}
+	return func() error {
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			if err := cpuFile.Close(); err != nil {
+				return err
+			}
+		}
+		if mutex != "" {
+			f, err := os.Create(mutex)
+			if err != nil {
+				return fmt.Errorf("--mutexprofile: %w", err)
+			}
+			defer f.Close()
+			return pprof.Lookup("mutex").WriteTo(f, 0)
+		}
+		return nil
+	}, nil
+}
+
+func printBench(w io.Writer, r *bench.Report) {
+	s, m := r.Settings, r.Machine
+	t := newTable(w)
+	fmt.Fprintf(t, "machine\t%d CPUs %s, %s, %s\n", m.CPUs, m.CPUModel, m.OS, m.GoVersion)
+	fmt.Fprintf(t, "settings\tconcurrency %d, %d accounts, %.0f%% TransIn failures, %.0f%% insufficient balances, %d coordinator(s) × %d workers\n",
+		s.Concurrency, s.Accounts, 100*max(s.FailShare, 0), 100*max(s.InsufficientShare, 0), s.Coordinators, s.Workers)
+	fmt.Fprintf(t, "NATS\t%s, replicas %d\n", s.NATS, s.Replicas)
+	fmt.Fprintf(t, "PostgreSQL\t%s, fsync %s, synchronous_commit %s\n", s.PostgreSQL, s.Fsync, s.SynchronousCommit)
+	fmt.Fprintf(t, "sagas\t%d completed (%d committed, %d compensated), %d parked, %d errors, in %.1fs\n",
+		r.Sagas, r.Committed, r.Compensated, r.Parked, r.Errors, r.Seconds)
+	fmt.Fprintf(t, "throughput\t%.0f sagas/s\n", r.SagasPerSecond)
+	fmt.Fprintf(t, "latency\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n", r.P50ms, r.P90ms, r.P99ms, r.MaxMs)
+	fmt.Fprintf(t, "per saga\t%.2f PostgreSQL commits, %.2f JetStream writes, %.2f ms CPU of this process\n",
+		r.PGCommitsPerSaga, r.JSPublishesPerSaga, r.CPUmsPerSaga)
+	fmt.Fprintf(t, "memory\tpeak RSS %d MiB (RSS %d MiB at start of load, %d MiB at end)\n", r.PeakRSSBytes>>20, r.RSSStartBytes>>20, r.RSSEndBytes>>20)
+	if r.PGCeilingTPS > 0 {
+		fmt.Fprintf(t, "ceilings\tPostgreSQL %.0f UPDATE tx/s, JetStream %.0f sync publishes/s (sagas/s = %.1f%% and %.1f%% of them)\n",
+			r.PGCeilingTPS, r.JSCeilingPPS, 100*r.FractionOfPGCeiling, 100*r.FractionOfJSCeiling)
+	}
+	ok := "ok"
+	if !r.InvariantsOK {
+		ok = fmt.Sprintf("FAILED (%d)", len(r.InvariantErrors))
+	}
+	fmt.Fprintf(t, "invariants\t%s\n", ok)
+	t.Flush()
+	for _, e := range r.InvariantErrors {
+		fmt.Fprintf(w, "  %s\n", e)
+	}
+}
