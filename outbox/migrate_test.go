@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/jetsaga/jetsaga/internal/sqlmigrate"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 )
 
@@ -98,7 +99,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 func TestMigrateVersions(t *testing.T) {
 	t.Parallel()
 	pool := testenv.Postgres(t)
-	set, err := loadMigrations(fstest.MapFS{
+	set, err := sqlmigrate.Load(fstest.MapFS{
 		"m/0001_base.up.sql":     {Data: []byte(`CREATE TABLE {{table}} (id int)`)},
 		"m/0001_base.down.sql":   {Data: []byte(`DROP TABLE {{table}}`)},
 		"m/0002_col.up.sql":      {Data: []byte(`ALTER TABLE {{table}} ADD COLUMN c text`)},
@@ -155,22 +156,10 @@ func TestMigrateVersions(t *testing.T) {
 	}
 }
 
-func TestLoadMigrationsRejects(t *testing.T) {
+// TestEmbeddedMigrations: the package's own set loaded (the loader's checks
+// are tested in internal/sqlmigrate).
+func TestEmbeddedMigrations(t *testing.T) {
 	t.Parallel()
-	up := &fstest.MapFile{Data: []byte("SELECT 1")}
-	cases := map[string]fstest.MapFS{
-		"gap":       {"m/0001_a.up.sql": up, "m/0001_a.down.sql": up, "m/0003_c.up.sql": up, "m/0003_c.down.sql": up},
-		"no down":   {"m/0001_a.up.sql": up},
-		"no up":     {"m/0001_a.down.sql": up},
-		"bad name":  {"m/one.up.sql": up},
-		"two names": {"m/0001_a.up.sql": up, "m/0001_b.down.sql": up},
-		"version 0": {"m/0000_a.up.sql": up, "m/0000_a.down.sql": up},
-	}
-	for name, fsys := range cases {
-		if _, err := loadMigrations(fsys, "m"); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
 	if LatestVersion() < 1 {
 		t.Errorf("embedded migrations: %d versions", LatestVersion())
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/jetsaga/jetsaga/internal/sqlmigrate"
 )
 
 // DefaultTable is the table used when Config.Table is empty: created in the
@@ -184,18 +186,11 @@ func (o *Outbox) Table() string { return o.qtable }
 // Channel returns the NOTIFY channel relays of this table listen on.
 func (o *Outbox) Channel() string { return o.channel }
 
+// validIdentifier checks a plain lower-case SQL identifier; the error names
+// field.
 func validIdentifier(field, s string, limit int) error {
-	if s == "" {
-		return errConfig(field, "is empty")
-	}
-	if len(s) > limit {
-		return errConfig(field, "%q is %d bytes long, the limit is %d", s, len(s), limit)
-	}
-	for i, r := range s {
-		ok := r == '_' || (r >= 'a' && r <= 'z') || (i > 0 && r >= '0' && r <= '9')
-		if !ok {
-			return errConfig(field, "%q is not a plain identifier: use lower-case letters, digits and '_', starting with a letter or '_'", s)
-		}
+	if err := sqlmigrate.ValidIdentifier(s, limit); err != nil {
+		return errConfig(field, "%v", err)
 	}
 	return nil
 }
