@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/sqlmigrate"
 	"github.com/jetsaga/jetsaga/outbox"
 )
 
@@ -182,19 +183,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
-// validIdentifier checks a plain lower-case SQL identifier.
+// validIdentifier checks a plain lower-case SQL identifier; the error names
+// field.
 func validIdentifier(field, s string, limit int) error {
-	if s == "" {
-		return errConfig(field, "is empty")
-	}
-	if len(s) > limit {
-		return errConfig(field, "%q is %d bytes long, the limit is %d", s, len(s), limit)
-	}
-	for i, r := range s {
-		ok := r == '_' || (r >= 'a' && r <= 'z') || (i > 0 && r >= '0' && r <= '9')
-		if !ok {
-			return errConfig(field, "%q is not a plain identifier: use lower-case letters, digits and '_', starting with a letter or '_'", s)
-		}
+	if err := sqlmigrate.ValidIdentifier(s, limit); err != nil {
+		return errConfig(field, "%v", err)
 	}
 	return nil
 }
