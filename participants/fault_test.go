@@ -490,6 +490,11 @@ func TestExhaustedOutcomeWaitsForTheDatabase(t *testing.T) {
 		if got := b.l.calls["Withdraw"].Load(); got != attempts {
 			return fmt.Errorf("handler ran %d times, want %d", got, attempts)
 		}
+		// The hook counts its call before its rename commits.
+		var gone bool
+		if err := b.pool.QueryRow(t.Context(), `SELECT to_regclass('jetsaga_outbox_gone') IS NOT NULL`).Scan(&gone); err != nil || !gone {
+			return fmt.Errorf("outbox not renamed yet (%v)", err)
+		}
 		return nil
 	})
 	if _, err := b.pool.Exec(t.Context(), `ALTER TABLE jetsaga_outbox_gone RENAME TO jetsaga_outbox`); err != nil {
