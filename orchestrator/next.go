@@ -197,12 +197,21 @@ func (m *machine) onOutcome(in Input) string {
 	if m.s.Status == Rejected {
 		return "saga was rejected; it has no steps"
 	}
-	if o.Step == "" { // a command too broken to read: fail what that participant has in flight
+	if o.Step == "" {
+		// A command too broken to read: the participant cannot say which
+		// one. It may not be the command in flight, which may still run
+		// (or have run): an action in flight is therefore not "failed, no
+		// effect" but unknown (compensated, where the barrier voids it if
+		// it never ran); a compensation in flight parks the saga.
 		hit := false
 		for i := range m.s.Steps {
 			st := &m.s.Steps[i]
 			if m.def(i).Participant == o.Participant && m.inFlight(st) {
-				m.applyOutcome(i, st.Op, o.Status, "rejected: "+o.Reason, nil)
+				status := o.Status
+				if st.Op == events.OpDo {
+					status = outcomeUnknown
+				}
+				m.applyOutcome(i, st.Op, status, "an unreadable command was rejected: "+o.Reason, nil)
 				hit = true
 			}
 		}
@@ -225,6 +234,10 @@ func (m *machine) onOutcome(in Input) string {
 	m.applyOutcome(i, o.Op, o.Status, o.Reason, o.Result)
 	return ""
 }
+
+// outcomeUnknown is not a wire status: it applies to an action in flight
+// whose outcome nothing tells (see the anonymous rejection in onOutcome).
+const outcomeUnknown events.Status = "unknown"
 
 func (m *machine) inFlight(st *StepState) bool {
 	return st.Status == StepRunning || st.Status == StepCompensating

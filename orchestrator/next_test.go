@@ -448,13 +448,46 @@ func TestNextDeadline(t *testing.T) {
 	f.expect(Compensating, "credit/undo/2") // debit waits for credit's undo
 }
 
+// TestNextAnonymousRejection: an anonymous rejection (a command the
+// participant could not read) does not say which command it was. Found by
+// the fault suite (internal/faulttest, scenario malformed): a garbage
+// message on bank-a's command subject of a running saga made the
+// coordinator record the debit in flight as failed (no effect) and end the
+// saga compensated without undoing it, while the real debit command ran and
+// committed: the money stayed debited. The step in flight must be treated as
+// unknown and compensated; the barrier voids it if it never ran.
 func TestNextAnonymousRejection(t *testing.T) {
 	f := newFixture(t, transfer()...)
 	o := events.Outcome{V: 1, SagaID: "s1", Participant: "bank-a", Status: events.Rejected, Reason: "bad json"}
 	f.apply(Input{Kind: events.KindEvent, Participant: "bank-a", Outcome: &o})
-	f.expect(Compensated)
-	if f.stepStatus("debit") != StepFailed {
+	f.expect(Compensating, "debit/undo/2")
+	if f.stepStatus("debit") != StepCompensating {
 		t.Fatal(f.stepStatus("debit"))
+	}
+	if want := `step "debit" unknown: an unreadable command was rejected: bad json`; f.state.Reason != want {
+		t.Fatalf("reason %q, want %q", f.state.Reason, want)
+	}
+	// The real debit's outcome arrives afterwards: stale, ignored; the
+	// compensation decides.
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Compensating)
+	f.outcome("bank-a", "debit", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensated)
+
+	// A compensation in flight cannot be told apart either: the saga parks
+	// for an operator.
+	f = newFixture(t, transfer()...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("bank-b", "credit", events.OpDo, 1, events.Failed, "abnormal")
+	f.expect(Compensating, "debit/undo/2")
+	f.apply(Input{Kind: events.KindEvent, Participant: "bank-a", Outcome: &o})
+	f.expect(Parked)
+
+	// Nothing of that participant in flight: ignored.
+	f = newFixture(t, transfer()...)
+	o.Participant = "bank-b"
+	if r := f.apply(Input{Kind: events.KindEvent, Participant: "bank-b", Outcome: &o}); r.Changed || r.Ignored == "" {
+		t.Fatalf("result %+v, want ignored", r)
 	}
 }
 
