@@ -1,0 +1,321 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetsaga/jetsaga/internal/invariants"
+)
+
+// Sizes of the short form (go test ./...) and of the long one
+// (JETSAGA_SOAK=1).
+const (
+	shortSagas       = 300
+	soakSagas        = 5000
+	shortConcurrency = 16
+	soakConcurrency  = 32
+	// The load's pace: starts per second at most (the load lasts about
+	// 15s in the short form, 2 minutes in the long one).
+	shortRate       = 20.0
+	soakRate        = 40.0
+	accountsPerBank = 300
+	shortQuiesce    = 2 * time.Minute
+	soakQuiesce     = 10 * time.Minute
+	// loadTimeout bounds the load phase of one scenario.
+	shortLoadTimeout = 3 * time.Minute
+	soakLoadTimeout  = 30 * time.Minute
+)
+
+// soak reports whether the long form runs.
+func soak() bool { return os.Getenv("JETSAGA_SOAK") == "1" }
+
+// injector injects one kind of fault at random moments until ctx ends,
+// then leaves the system whole (every process it stopped restarted, every
+// server it stopped started) and returns the number of faults injected. An
+// error means it could not go on (the scenario fails).
+type injector func(ctx context.Context, s *system, rng *rand.Rand) (int, error)
+
+// scenario is one kind of fault.
+type scenario struct {
+	name   string
+	deploy deployment
+	inject injector
+	// prepare, if set, runs before the load (e.g. to follow the sagas it
+	// starts); verify, if set, runs after the invariants were checked.
+	prepare func(s *system, l *load)
+	verify  func(t *testing.T, s *system, sagas []*started, rep *invariants.Report)
+	// parkedOK, if set, says which parked sagas the scenario makes
+	// legitimate (by their reason): once the system is quiet the test
+	// redrives them, as an operator would, and they must end like any
+	// other. Any other parked saga is a violation.
+	parkedOK func(reason string) bool
+}
+
+// figures are what a scenario prints.
+type figures struct {
+	scenario                       string
+	started, unacked               int
+	committed, compensated, parked int
+	faults                         int
+	voided                         int
+	load, quiesce                  time.Duration
+	violations                     int
+	ok                             bool
+	sagasPerSecond                 float64
+	startRetries, waitTimeouts     int64
+	missedWakeups                  int64
+	redriven                       int
+	p50, p99, maxLatency           time.Duration
+}
+
+func (f figures) String() string {
+	return fmt.Sprintf("%s: sagas started %d (unacknowledged %d), committed %d, compensated %d, parked %d (%d legitimately parked sagas redriven), faults injected %d, voided actions %d, load %s (%.0f sagas/s, %d start retries, %d waits given up, %d wake-ups missed by Client.Wait), latency p50 %s p99 %s max %s, time to quiescence %s, violations %d",
+		f.scenario, f.started, f.unacked, f.committed, f.compensated, f.parked, f.redriven, f.faults, f.voided,
+		f.load.Round(100*time.Millisecond), f.sagasPerSecond, f.startRetries, f.waitTimeouts, f.missedWakeups,
+		f.p50.Round(time.Millisecond), f.p99.Round(time.Millisecond), f.maxLatency.Round(time.Millisecond),
+		f.quiesce.Round(10*time.Millisecond), f.violations)
+}
+
+// TestFaults runs every scenario (in parallel as -parallel allows) and
+// prints the table of their figures.
+func TestFaults(t *testing.T) {
+	bin := buildBinary(t, t.TempDir())
+	var (
+		mu    sync.Mutex
+		table []figures
+	)
+	t.Run("scenario", func(t *testing.T) {
+		for _, sc := range scenarios() {
+			t.Run(sc.name, func(t *testing.T) {
+				t.Parallel()
+				f := runScenario(t, bin, sc)
+				mu.Lock()
+				table = append(table, f)
+				mu.Unlock()
+			})
+		}
+	})
+	var b strings.Builder
+	b.WriteString("\n| scenario | sagas started | committed | compensated | parked | faults injected | voided actions | load | sagas/s | time to quiescence | invariants |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, sc := range scenarios() {
+		for _, f := range table {
+			if f.scenario != sc.name {
+				continue
+			}
+			verdict := "hold"
+			if !f.ok {
+				verdict = fmt.Sprintf("%d violations", f.violations)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %s | %.0f | %s | %s |\n", f.scenario, f.started, f.committed,
+				f.compensated, f.parked, f.faults, f.voided, f.load.Round(100*time.Millisecond), f.sagasPerSecond,
+				f.quiesce.Round(10*time.Millisecond), verdict)
+		}
+	}
+	t.Log(b.String())
+}
+
+// runScenario deploys the system, runs the load while injecting the fault,
+// stops injecting, waits for quiescence, and checks every invariant.
+func runScenario(t *testing.T, bin string, sc scenario) figures {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	sc.deploy.accounts = accountsPerBank
+	s := newSystem(t, bin, sc.deploy, rng)
+
+	n, conc, rate, quiesceTimeout, loadTimeout := shortSagas, shortConcurrency, shortRate, shortQuiesce, shortLoadTimeout
+	if soak() {
+		n, conc, rate, quiesceTimeout, loadTimeout = soakSagas, soakConcurrency, soakRate, soakQuiesce, soakLoadTimeout
+	}
+	l := &load{s: s, n: n, concurrency: conc, rate: rate, seed: seed}
+	if sc.prepare != nil {
+		sc.prepare(s, l)
+	}
+	loadCtx, stopLoad := context.WithTimeout(context.Background(), loadTimeout)
+	defer stopLoad()
+	injCtx, stopInjecting := context.WithCancel(context.Background())
+	defer stopInjecting()
+	var (
+		faults int
+		injErr error
+	)
+	injected := make(chan struct{})
+	go func() {
+		defer close(injected)
+		faults, injErr = sc.inject(injCtx, s, rand.New(rand.NewPCG(seed, 2)))
+	}()
+	began := time.Now()
+	sagas := l.run(loadCtx)
+	loadTime := time.Since(began)
+	if loadCtx.Err() != nil {
+		t.Errorf("the load did not finish within %s: %d sagas started", loadTimeout, len(sagas))
+	}
+	stopInjecting()
+	<-injected
+	if injErr != nil {
+		t.Fatalf("injecting faults: %v", injErr)
+	}
+	s.ensureRunning()
+	stoppedAt := time.Now()
+	s.quiesce(sagas, quiesceTimeout)
+	quiet := time.Since(stoppedAt)
+	redriven := 0
+	if sc.parkedOK != nil {
+		redriven = s.redrive(sagas, sc.parkedOK, quiesceTimeout)
+	}
+	s.drain(drainTimeout)
+
+	transfers := make([]invariants.Transfer, len(sagas))
+	for i, x := range sagas {
+		transfers[i] = x.tr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := invariants.Check(ctx, invariants.Config{Client: s.client, BankA: s.poolA, BankB: s.poolB,
+		InitialA: s.initA, InitialB: s.initB, Transfers: transfers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := figures{scenario: sc.name, started: len(sagas) - rep.NotStarted, committed: rep.Committed,
+		compensated: rep.Compensated, parked: rep.Parked, faults: faults, voided: rep.VoidedActions,
+		load: loadTime, quiesce: quiet, violations: rep.ViolationCount, ok: rep.OK(),
+		startRetries: l.startRetries.Load(), waitTimeouts: l.waitTimeouts.Load(), missedWakeups: l.missedWakeups.Load(),
+		redriven: redriven}
+	for _, x := range sagas {
+		if x.tr.Unacked {
+			f.unacked++
+		}
+	}
+	if loadTime > 0 {
+		f.sagasPerSecond = float64(len(sagas)) / loadTime.Seconds()
+	}
+	f.p50, f.p99, f.maxLatency = latencies(sagas)
+	t.Log(f)
+	if slow := slowest(sagas); slow != nil {
+		t.Logf("slowest saga (%s as the load saw it, started %s); %s", slow.latency.Round(time.Millisecond),
+			slow.began.Format("15:04:05.000"), s.timeline(ctx, sagas, []string{slow.tr.ID}))
+	}
+	if err := rep.Err(); err != nil {
+		t.Error(err)
+	}
+	for _, u := range s.surprises() {
+		t.Errorf("unexpected exit: %s", u)
+	}
+	if faults == 0 {
+		t.Errorf("no fault was injected while the load ran (%s)", loadTime)
+	}
+	if rep.Committed == 0 || rep.Compensated == 0 {
+		t.Errorf("the load's mix did not show: %d committed, %d compensated", rep.Committed, rep.Compensated)
+	}
+	if sc.verify != nil {
+		sc.verify(t, s, sagas, rep)
+	}
+	return f
+}
+
+// latencies are the 50th and 99th percentiles and the maximum of the
+// latencies the load saw.
+func latencies(sagas []*started) (p50, p99, most time.Duration) {
+	var ls []time.Duration
+	for _, x := range sagas {
+		x.mu.Lock()
+		if x.latency > 0 {
+			ls = append(ls, x.latency)
+		}
+		x.mu.Unlock()
+	}
+	if len(ls) == 0 {
+		return 0, 0, 0
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
+	at := func(q float64) time.Duration { return ls[min(len(ls)-1, int(q*float64(len(ls))))] }
+	return at(0.50), at(0.99), ls[len(ls)-1]
+}
+
+// slowest is the saga with the longest latency the load saw.
+func slowest(sagas []*started) *started {
+	var out *started
+	for _, x := range sagas {
+		if out == nil || x.latency > out.latency {
+			out = x
+		}
+	}
+	return out
+}
+
+// pause waits a random time in [lo, hi); false if ctx ended first.
+func pause(ctx context.Context, rng *rand.Rand, lo, hi time.Duration) bool {
+	d := lo + time.Duration(rng.Int64N(int64(hi-lo)))
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// between returns a random duration in [lo, hi).
+func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rng.Int64N(int64(hi-lo)))
+}
+
+func scenarios() []scenario {
+	return []scenario{
+		{name: "coordinator-kill", inject: killCoordinators},
+		{name: "participant-kill", inject: killParticipants},
+		{name: "two-coordinators", deploy: deployment{coordinators: 2}, inject: killCoordinators},
+		{name: "nats-restart", inject: restartNATS},
+		{name: "cluster-node-loss", deploy: deployment{cluster: true}, inject: loseClusterNodes},
+		{name: "pg-terminate", inject: terminateBackends},
+		{name: "duplicates", inject: duplicate, verify: verifyDuplicates},
+		{name: "silent-participant", inject: silenceBankB, verify: verifyLateActionsRefused},
+		malformedScenario(),
+	}
+}
+
+// killCoordinators SIGKILLs a coordinator (one at a time, at random among
+// them) every 0.5-2.5s and starts a new process after 0-1.5s.
+func killCoordinators(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
+	n := 0
+	for pause(ctx, rng, 500*time.Millisecond, 2500*time.Millisecond) {
+		p := s.coords[rng.IntN(len(s.coords))]
+		if err := p.kill(); err != nil {
+			return n, err
+		}
+		n++
+		time.Sleep(between(rng, 0, 1500*time.Millisecond))
+		if err := p.start(); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// killParticipants SIGKILLs bank-a and bank-b in turn every 0.5-2.5s and
+// starts a new process after 0-1.5s.
+func killParticipants(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
+	n := 0
+	for pause(ctx, rng, 500*time.Millisecond, 2500*time.Millisecond) {
+		p := s.bankA
+		if n%2 == 1 {
+			p = s.bankB
+		}
+		if err := p.kill(); err != nil {
+			return n, err
+		}
+		n++
+		time.Sleep(between(rng, 0, 1500*time.Millisecond))
+		if err := p.start(); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

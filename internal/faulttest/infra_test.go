@@ -1,0 +1,86 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// clusterReady bounds the wait for a cluster to be whole again after a node
+// came back.
+const clusterReady = 2 * time.Minute
+
+// shortRestarts bounds the NATS restarts of the short form: each costs the
+// clients a reconnection and their JetStream consumers a recovery.
+const shortRestarts = 4
+
+// restartNATS restarts the NATS server on its store directory (a broker
+// crash to JetStream and every client), down for 0-1s: a few times in the
+// short form (every 2-5s, at most shortRestarts), every 8-15s in the long
+// one.
+func restartNATS(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
+	n := 0
+	lo, hi, limit := 2*time.Second, 5*time.Second, shortRestarts
+	if soak() {
+		lo, hi, limit = 8*time.Second, 15*time.Second, 0
+	}
+	for (limit == 0 || n < limit) && pause(ctx, rng, lo, hi) {
+		s.single.Shutdown()
+		n++
+		time.Sleep(between(rng, 0, time.Second))
+		if err := s.single.Start(); err != nil {
+			return n, fmt.Errorf("restart NATS: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// loseClusterNodes stops one node of the 3-node cluster for 2-4s, brings it
+// back and waits until the cluster is whole and current again, then after
+// 1-3s stops another node, and so on. R3 streams and bucket keep a quorum
+// throughout.
+func loseClusterNodes(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
+	n, last := 0, -1
+	for pause(ctx, rng, time.Second, 3*time.Second) {
+		i := rng.IntN(len(s.cluster.Servers) - 1)
+		if i >= last && last >= 0 {
+			i++ // another node than last time
+		}
+		last = i
+		node := s.cluster.Servers[i]
+		node.Shutdown()
+		n++
+		time.Sleep(between(rng, 2*time.Second, 4*time.Second))
+		if err := node.Start(); err != nil {
+			return n, fmt.Errorf("restart node %s: %w", node.Name(), err)
+		}
+		c, cancel := context.WithTimeout(context.Background(), clusterReady)
+		err := s.cluster.WaitJetStreamReady(c)
+		cancel()
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// terminateBackends terminates every session of the banks' two databases
+// (but the test's own) every 0.3-1.5s: the participants lose connections in
+// the middle of transactions, of commits, and while idle in their pools.
+func terminateBackends(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
+	n := 0
+	dbs := []string{s.poolA.Config().ConnConfig.Database, s.poolB.Config().ConnConfig.Database}
+	for pause(ctx, rng, 300*time.Millisecond, 1500*time.Millisecond) {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var killed int
+		err := s.poolA.QueryRow(c, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND application_name <> $2`, dbs, testAppName).Scan(&killed)
+		cancel()
+		if err != nil {
+			return n, fmt.Errorf("pg_terminate_backend: %w", err)
+		}
+		n += killed
+	}
+	return n, nil
+}
