@@ -25,6 +25,19 @@
 //     payloads, forged outcomes and commands for unknown actions on every
 //     subject.
 //
+// What "faults injected" counts: processes killed (and restarted), server
+// restarts, cluster nodes stopped, PostgreSQL sessions terminated, messages
+// copied, silences (kills and stops) of bank-b, and malformed messages
+// published, respectively.
+//
+// # Parked sagas
+//
+// A parked saga fails the check except in the malformed scenario, where an
+// unreadable command answered while the same participant's compensation is
+// in flight legitimately parks the saga (the anonymous rejection does not
+// say which command could not be read). The suite then redrives such sagas,
+// as an operator would, and they must end like any other.
+//
 // # Running
 //
 //	go test -race -count=1 ./internal/faulttest/               # short form

@@ -72,6 +72,7 @@ type figures struct {
 	startRetries, waitTimeouts     int64
 	missedWakeups                  int64
 	redriven                       int
+	pgSettings                     string
 	p50, p99, maxLatency           time.Duration
 }
 
@@ -102,9 +103,28 @@ func TestFaults(t *testing.T) {
 			})
 		}
 	})
+	t.Log(renderTable(table))
+}
+
+// renderTable renders the figures of the scenarios that ran as markdown,
+// preceded by the configuration they ran with.
+func renderTable(table []figures) string {
+	n, conc, rate := shortSagas, shortConcurrency, shortRate
+	if soak() {
+		n, conc, rate = soakSagas, soakConcurrency, soakRate
+	}
 	var b strings.Builder
-	b.WriteString("\n| scenario | sagas started | committed | compensated | parked | faults injected | voided actions | load | sagas/s | time to quiescence | invariants |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	pg := "?"
+	if len(table) > 0 {
+		pg = table[0].pgSettings
+	}
+	fmt.Fprintf(&b, "\nConfiguration: services as separate processes of the jetsaga binary (1 coordinator unless stated, 2 banks, "+
+		"--concurrency %d); NATS embedded in the test process, JetStream file storage, sync_interval always; "+
+		"PostgreSQL 15 local, %s; load: %d sagas per scenario, at most %d in flight and %.0f started per second, "+
+		"%d accounts per bank (a tenth of bank-b's abnormal), ≈80%% transfers that succeed, 10%% to abnormal accounts, "+
+		"10%% insufficient balances; step timeout %s.\n\n", participantsConcurrency, pg, n, conc, rate, accountsPerBank, stepTimeout)
+	b.WriteString("| scenario | NATS | sagas started | committed | compensated | parked | faults injected | voided actions | sagas/s | latency p50 / p99 / max | time to quiescence | invariants |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, sc := range scenarios() {
 		for _, f := range table {
 			if f.scenario != sc.name {
@@ -114,12 +134,21 @@ func TestFaults(t *testing.T) {
 			if !f.ok {
 				verdict = fmt.Sprintf("%d violations", f.violations)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %s | %.0f | %s | %s |\n", f.scenario, f.started, f.committed,
-				f.compensated, f.parked, f.faults, f.voided, f.load.Round(100*time.Millisecond), f.sagasPerSecond,
+			nats := "1 node, R1"
+			if sc.deploy.cluster {
+				nats = "3 nodes, R3"
+			}
+			parked := fmt.Sprint(f.parked)
+			if f.redriven > 0 {
+				parked = fmt.Sprintf("%d (+%d redriven)", f.parked, f.redriven)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %s | %d | %d | %.0f | %s / %s / %s | %s | %s |\n", f.scenario, nats,
+				f.started, f.committed, f.compensated, parked, f.faults, f.voided, f.sagasPerSecond,
+				f.p50.Round(time.Millisecond), f.p99.Round(time.Millisecond), f.maxLatency.Round(time.Millisecond),
 				f.quiesce.Round(10*time.Millisecond), verdict)
 		}
 	}
-	t.Log(b.String())
+	return b.String()
 }
 
 // runScenario deploys the system, runs the load while injecting the fault,
@@ -179,6 +208,10 @@ func runScenario(t *testing.T, bin string, sc scenario) figures {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var syncCommit, fsync string
+	if err := s.poolA.QueryRow(ctx, `SELECT current_setting('synchronous_commit'), current_setting('fsync')`).Scan(&syncCommit, &fsync); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := invariants.Check(ctx, invariants.Config{Client: s.client, BankA: s.poolA, BankB: s.poolB,
 		InitialA: s.initA, InitialB: s.initB, Transfers: transfers})
 	if err != nil {
@@ -188,7 +221,7 @@ func runScenario(t *testing.T, bin string, sc scenario) figures {
 		compensated: rep.Compensated, parked: rep.Parked, faults: faults, voided: rep.VoidedActions,
 		load: loadTime, quiesce: quiet, violations: rep.ViolationCount, ok: rep.OK(),
 		startRetries: l.startRetries.Load(), waitTimeouts: l.waitTimeouts.Load(), missedWakeups: l.missedWakeups.Load(),
-		redriven: redriven}
+		redriven: redriven, pgSettings: "synchronous_commit=" + syncCommit + ", fsync=" + fsync}
 	for _, x := range sagas {
 		if x.tr.Unacked {
 			f.unacked++

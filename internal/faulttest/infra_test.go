@@ -38,11 +38,14 @@ func restartNATS(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
 
 // loseClusterNodes stops one node of the 3-node cluster for 2-4s, brings it
 // back and waits until the cluster is whole and current again, then after
-// 1-3s stops another node, and so on. R3 streams and bucket keep a quorum
-// throughout.
+// 1-3s stops another node, and so on (twice in the short form). R3 streams
+// and bucket keep a quorum throughout.
 func loseClusterNodes(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
-	n, last := 0, -1
-	for pause(ctx, rng, time.Second, 3*time.Second) {
+	n, last, limit := 0, -1, 2
+	if soak() {
+		limit = 0
+	}
+	for (limit == 0 || n < limit) && pause(ctx, rng, time.Second, 3*time.Second) {
 		i := rng.IntN(len(s.cluster.Servers) - 1)
 		if i >= last && last >= 0 {
 			i++ // another node than last time

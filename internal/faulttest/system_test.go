@@ -31,6 +31,8 @@ const (
 	logTail      = 40
 	// testAppName is the application_name of the test's own sessions.
 	testAppName = "jetsaga-faulttest"
+	// participantsConcurrency is each bank's --concurrency.
+	participantsConcurrency = 16
 )
 
 // system is one deployment under test: NATS (a single restartable server or
@@ -105,8 +107,14 @@ func newSystem(t *testing.T, bin string, d deployment, rng *rand.Rand) *system {
 		args := append([]string{"coordinator", "--replicas", fmt.Sprint(replicas)}, common...)
 		s.coords = append(s.coords, newProc(s.dir, bin, fmt.Sprintf("coordinator-%d", i+1), args...))
 	}
-	s.bankA = newProc(s.dir, bin, bank.BankA, append([]string{"bank", "--participant", bank.BankA, "--database-url", s.urlA}, common...)...)
-	s.bankB = newProc(s.dir, bin, bank.BankB, append([]string{"bank", "--participant", bank.BankB, "--database-url", s.urlB}, common...)...)
+	for _, b := range []struct {
+		p    **proc
+		name string
+		url  string
+	}{{&s.bankA, bank.BankA, s.urlA}, {&s.bankB, bank.BankB, s.urlB}} {
+		*b.p = newProc(s.dir, bin, b.name, append([]string{"bank", "--participant", b.name, "--database-url", b.url,
+			"--concurrency", fmt.Sprint(participantsConcurrency)}, common...)...)
+	}
 	t.Cleanup(func() {
 		for _, p := range s.procs() {
 			if err := p.kill(); err != nil {
