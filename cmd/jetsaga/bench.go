@@ -22,6 +22,7 @@ func (a *app) benchCmd() *cobra.Command {
 		asJSON       bool
 		cpuProfile   string
 		mutexProfile string
+		memProfile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -72,7 +73,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 			if !asJSON {
 				o.Progress = a.stderr
 			}
-			stopProfiles, err := startProfiles(cpuProfile, mutexProfile)
+			stopProfiles, err := startProfiles(cpuProfile, mutexProfile, memProfile)
 			if err != nil {
 				return err
 			}
@@ -115,6 +116,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of text")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of the run to this file")
+	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile, taken at the end of the run, to this file")
 	return cmd
 }
 
@@ -126,7 +128,7 @@ func orNegative(f float64) float64 {
 	return f
 }
 
-func startProfiles(cpu, mutex string) (stop func() error, err error) {
+func startProfiles(cpu, mutex, mem string) (stop func() error, err error) {
 	var cpuFile *os.File
 	if cpu != "" {
 		if cpuFile, err = os.Create(cpu); err != nil {
@@ -141,6 +143,20 @@ func startProfiles(cpu, mutex string) (stop func() error, err error) {
 		runtime.SetMutexProfileFraction(5)
 	}
 	return func() error {
+		if mem != "" {
+			f, err := os.Create(mem)
+			if err != nil {
+				return fmt.Errorf("--memprofile: %w", err)
+			}
+			runtime.GC()
+			err = pprof.Lookup("heap").WriteTo(f, 0)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("--memprofile: %w", err)
+			}
+		}
 		if cpuFile != nil {
 			pprof.StopCPUProfile()
 			if err := cpuFile.Close(); err != nil {
