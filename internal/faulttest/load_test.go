@@ -145,7 +145,7 @@ func (l *load) wait(ctx context.Context, x *started) {
 		st, err := l.s.client.Wait(c, x.tr.ID)
 		cancel()
 		if err != nil {
-			st, err = l.s.client.Get(ctx, x.tr.ID)
+			st, err = l.s.get(ctx, x.tr.ID)
 			if err != nil || !(st.Status.Terminal() || st.Status == orchestrator.Parked) {
 				continue
 			}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/examples/bank"
 	"github.com/jetsaga/jetsaga/internal/invariants"
 	"github.com/jetsaga/jetsaga/participants"
 )
@@ -23,11 +25,12 @@ const sigCont = syscall.SIGCONT
 const silence = stepTimeout*5/2 + 500*time.Millisecond
 
 // silenceBankB makes bank-b stop answering, in turn:
-//   - killed and kept down for `silence`, then restarted: the commands the
-//     dead process held come back only after its AckWait (30s), long after
-//     their sagas compensated; the compensation ran first (a null
-//     compensation that voids the action), so these late actions must be
-//     refused;
+//   - frozen (SIGSTOP) until JetStream has delivered it commands it cannot
+//     acknowledge, then killed and kept down for `silence`, then restarted:
+//     the commands the dead process held come back only after its AckWait
+//     (30s), long after their sagas compensated; the compensation ran first
+//     (a null compensation that voids the action), so these late actions
+//     must be refused;
 //   - frozen (SIGSTOP) for `silence`, then resumed (SIGCONT): its handlers
 //     in flight commit after the coordinator gave up on them, and the
 //     compensations that follow must undo them.
@@ -41,27 +44,59 @@ func silenceBankB(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
 		lo, hi, limit = 10*time.Second, 20*time.Second, 0
 	}
 	for (limit == 0 || n < limit) && pause(ctx, rng, lo, hi) {
-		if n%2 == 0 {
-			if err := s.bankB.kill(); err != nil {
-				return n, err
-			}
-			n++
-			time.Sleep(silence)
-			if err := s.bankB.start(); err != nil {
-				return n, err
-			}
-			continue
-		}
 		if err := s.bankB.signal(syscall.SIGSTOP); err != nil {
 			return n, err
 		}
 		n++
-		time.Sleep(silence)
-		if err := s.bankB.signal(sigCont); err != nil {
+		if n%2 == 0 {
+			time.Sleep(silence)
+			if err := s.bankB.signal(sigCont); err != nil {
+				return n, err
+			}
+			continue
+		}
+		began := time.Now()
+		if err := s.waitHeld(bank.BankB, silence); err != nil {
+			return n, err
+		}
+		if err := s.bankB.kill(); err != nil {
+			return n, err
+		}
+		time.Sleep(max(silence-time.Since(began), time.Second))
+		if err := s.bankB.start(); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
+}
+
+// minHeld is how many commands a frozen bank-b should hold before it is
+// killed.
+const minHeld = 5
+
+// waitHeld waits up to timeout until participant's consumer has minHeld
+// commands delivered and not acknowledged (held by a frozen process).
+func (s *system) waitHeld(participant string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		cons, err := s.js.Consumer(ctx, events.Default.CommandsStream(), events.Default.ParticipantConsumer(participant))
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumAckPending >= minHeld {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil // nothing came: kill it anyway
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // verifyLateActionsRefused checks that the barrier did its job: some credits

@@ -303,7 +303,7 @@ func (s *system) settle(ctx context.Context, x *started) (orchestrator.Status, e
 		if err == nil {
 			return st.Status, nil
 		}
-		st, gerr := s.client.Get(ctx, x.tr.ID)
+		st, gerr := s.get(ctx, x.tr.ID)
 		switch {
 		case errors.Is(gerr, orchestrator.ErrNotFound) && x.tr.Unacked:
 			return "", nil // the start never made it: nothing to wait for
@@ -316,6 +316,18 @@ func (s *system) settle(ctx context.Context, x *started) (orchestrator.Status, e
 		}
 	}
 	return "", errors.New(last)
+}
+
+// callTimeout bounds one request to NATS: a request in flight while the
+// server restarts may never be answered, and would otherwise hang until the
+// caller's (long) deadline.
+const callTimeout = 5 * time.Second
+
+// get reads a saga's state with its own deadline.
+func (s *system) get(ctx context.Context, id string) (*orchestrator.State, error) {
+	c, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	return s.client.Get(c, id)
 }
 
 // timeline renders the message history of the first stuck saga, to say

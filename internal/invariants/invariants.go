@@ -493,7 +493,7 @@ func readStates(ctx context.Context, c *orchestrator.Client, ts []Transfer, work
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				st, err := c.Get(ctx, ts[i].ID)
+				st, err := get(ctx, c, ts[i].ID)
 				switch {
 				case errors.Is(err, orchestrator.ErrNotFound):
 				case err != nil:
@@ -518,6 +518,32 @@ feed:
 		firstErr = ctx.Err()
 	}
 	return out, firstErr
+}
+
+// Reading one state: each try has its own deadline (a request whose reply
+// is lost would otherwise wait for the caller's), and a failed try is
+// repeated a few times.
+const (
+	getTimeout = 10 * time.Second
+	getTries   = 3
+)
+
+// get reads one saga's state.
+func get(ctx context.Context, c *orchestrator.Client, id string) (*orchestrator.State, error) {
+	var err error
+	for try := 0; try < getTries && ctx.Err() == nil; try++ {
+		tctx, cancel := context.WithTimeout(ctx, getTimeout)
+		var st *orchestrator.State
+		st, err = c.Get(tctx, id)
+		cancel()
+		if err == nil || errors.Is(err, orchestrator.ErrNotFound) {
+			return st, err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, err
 }
 
 // barrierRows reads a bank's barrier table.
