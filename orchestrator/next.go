@@ -252,6 +252,7 @@ func (m *machine) applyOutcome(i int, op events.Op, status events.Status, reason
 		st.UndoneMS = m.now
 		if status == events.Compensated {
 			st.Status = StepCompensated
+			m.unstick(i)
 			return
 		}
 		m.stick(i, fmt.Sprintf("compensation of step %q %s: %s", st.Name, status, reason))
@@ -265,6 +266,7 @@ func (m *machine) applyOutcome(i int, op events.Op, status events.Status, reason
 		if len(result) > MaxStoredResultBytes {
 			st.Result = json.RawMessage(fmt.Sprintf(`{"omitted_bytes":%d}`, len(result)))
 		}
+		m.unstick(i)
 		return
 	case events.Failed, events.Rejected:
 		st.Status = StepFailed
@@ -301,6 +303,20 @@ func (m *machine) compensate(i int, why string) {
 		return
 	}
 	m.s.FailMS, m.s.FailStep, m.s.Reason = m.now, i, why
+}
+
+// unstick clears step i's part in parking the saga once its command
+// succeeded after all (the outcome of the last attempt that timed out came
+// late, e.g. after an outage): when no step is stuck any more, the saga
+// resumes in the direction it was going, as a redrive would make it.
+func (m *machine) unstick(i int) {
+	if !m.s.Steps[i].Stuck {
+		return
+	}
+	m.s.Steps[i].Stuck = false
+	if m.s.Status == Parked && !m.anyStuck() {
+		m.s.Status, m.s.ParkedFrom = m.s.ParkedFrom, ""
+	}
 }
 
 // stick parks the saga because of step i.

@@ -501,3 +501,41 @@ func TestNextDoesNotModifyPrevious(t *testing.T) {
 		t.Fatal("Next modified its input state")
 	}
 }
+
+// Regression (found by the fault suite, cluster node loss): a compensation
+// that timed out until its budget was spent parks the saga; when the last
+// attempt's outcome arrives after all, the saga resumes and ends instead of
+// staying parked.
+func TestNextLateOutcomeOfAStuckStepResumes(t *testing.T) {
+	steps := transfer()
+	steps[0].TimeoutMS = 100
+	steps[0].Retry = &events.RetryPolicy{MaxAttempts: 2, InitialBackoffMS: 1, MaxBackoffMS: 1}
+	f := newFixture(t, steps...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("bank-b", "credit", events.OpDo, 1, events.Failed, "abnormal")
+	f.expect(Compensating, "debit/undo/2")
+	f.tick(f.state.Steps[0].DueMS)
+	f.expect(Compensating, "debit/undo/3")
+	f.tick(f.state.Steps[0].DueMS)
+	f.expect(Parked)
+	if !f.state.Steps[0].Stuck || f.state.ParkedFrom != Compensating {
+		t.Fatalf("%+v", f.state)
+	}
+	f.outcome("bank-a", "debit", events.OpUndo, 3, events.Compensated, "")
+	f.expect(Compensated)
+	if f.state.Steps[0].Stuck || f.state.Steps[0].Status != StepCompensated {
+		t.Fatalf("%+v", f.state.Steps[0])
+	}
+
+	// The same for a retriable step that timed out until parked.
+	f = newFixture(t, comp("reserve", "p"),
+		events.Step{Name: "charge", Participant: "q", Action: "Charge", Kind: events.Pivot},
+		events.Step{Name: "ship", Participant: "r", Action: "Ship", Kind: events.Retriable, TimeoutMS: 100,
+			Retry: &events.RetryPolicy{MaxAttempts: 1, InitialBackoffMS: 1, MaxBackoffMS: 1}})
+	f.outcome("p", "reserve", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("q", "charge", events.OpDo, 1, events.Succeeded, "")
+	f.tick(f.state.Steps[2].DueMS)
+	f.expect(Parked)
+	f.outcome("r", "ship", events.OpDo, 1, events.Succeeded, "")
+	f.expect(Committed)
+}
