@@ -236,8 +236,15 @@ func runScenario(t *testing.T, bin string, sc scenario) figures {
 		t.Logf("slowest saga (%s as the load saw it, started %s); %s", slow.latency.Round(time.Millisecond),
 			slow.began.Format("15:04:05.000"), s.timeline(ctx, sagas, []string{slow.tr.ID}))
 	}
+	for _, x := range sagas {
+		if x.latency == 0 && !x.tr.Unacked {
+			t.Logf("a saga the load gave up waiting for after %s; %s", waitTimeout, s.timeline(ctx, sagas, []string{x.tr.ID}))
+			break
+		}
+	}
 	if err := rep.Err(); err != nil {
 		t.Error(err)
+		s.logParked(ctx, t, sagas)
 	}
 	for _, u := range s.surprises() {
 		t.Errorf("unexpected exit: %s", u)

@@ -273,11 +273,6 @@ func (s *system) quiesce(ts []*started, timeout time.Duration) {
 					continue
 				}
 				x.setStatus(st)
-				x.mu.Lock()
-				if x.latency == 0 && !x.began.IsZero() && st != "" {
-					x.latency = time.Since(x.began) // settled after the load gave up on it
-				}
-				x.mu.Unlock()
 			}
 		}()
 	}
@@ -432,4 +427,18 @@ func (s *system) redrive(ts []*started, ok func(string) bool, timeout time.Durat
 	}
 	s.quiesce(again, timeout)
 	return len(again)
+}
+
+// logParked logs the timeline of the first parked saga, to say why it
+// parked.
+func (s *system) logParked(ctx context.Context, t *testing.T, ts []*started) {
+	for _, x := range ts {
+		x.mu.Lock()
+		parked := x.status == orchestrator.Parked
+		x.mu.Unlock()
+		if parked {
+			t.Logf("a parked saga: %s", s.timeline(ctx, ts, []string{x.tr.ID}))
+			return
+		}
+	}
 }
