@@ -404,7 +404,17 @@ func (s *system) redrive(ts []*started, ok func(string) bool, timeout time.Durat
 		if !ok(st.Reason) {
 			continue
 		}
-		if err := s.client.Redrive(ctx, x.tr.ID); err != nil {
+		err = s.client.Redrive(ctx, x.tr.ID)
+		if errors.Is(err, orchestrator.ErrNotParked) {
+			// Redriven meanwhile (the malformed scenario publishes
+			// redrives too): it is no longer parked; wait for its end.
+			x.mu.Lock()
+			x.done = false
+			x.mu.Unlock()
+			again = append(again, x)
+			continue
+		}
+		if err != nil {
 			s.t.Fatalf("redrive %s: %v", x.tr.ID, err)
 		}
 		s.t.Logf("redriven: saga %s, parked because %s", x.tr.ID, st.Reason)
