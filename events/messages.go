@@ -151,8 +151,8 @@ type Command struct {
 	Retry       RetryPolicy     `json:"retry"`
 }
 
-// Outcome is a participant's answer to a command. Published (through the
-// participant's outbox) on <prefix>.evt.<participant>.<saga_id> with
+// Outcome is a participant's answer to a command. Published (after the
+// step's transaction committed) on <prefix>.evt.<participant>.<saga_id> with
 // Nats-Msg-Id OutcomeMsgID.
 type Outcome struct {
 	V           int    `json:"v"`

@@ -43,8 +43,8 @@ type Config struct {
 	// Pool is the participant's own database: handlers, the barrier and the
 	// outbox all use it. Required.
 	Pool *pgxpool.Pool
-	// JetStream consumes the commands and, through the relay, publishes the
-	// outcomes. Required. The streams must exist (the orchestrator's
+	// JetStream consumes the commands and publishes the outcomes (and the
+	// relay's rows). Required. The streams must exist (the orchestrator's
 	// deployment creates them); the participant creates or updates only its
 	// durable consumer.
 	JetStream jetstream.JetStream
@@ -62,8 +62,11 @@ type Config struct {
 	// MaxAckPending bounds the commands delivered and not yet acked. Default
 	// 4 × Concurrency; at least Concurrency.
 	MaxAckPending int
-	// Outbox is the outbox table the outcomes are written to. Default: the
-	// outbox package's default table (jetsaga_outbox).
+	// Outbox is the outbox table that handlers may write their own events
+	// to, inside the step's transaction (outbox.Write with the handler's
+	// tx); Run relays it. Outcomes do not use it: the barrier row records
+	// them and the participant publishes them after the commit. Default:
+	// the outbox package's default table (jetsaga_outbox).
 	Outbox *outbox.Outbox
 	// DisableRelay stops Run from running an outbox relay for Outbox. Set it
 	// when a relay runs elsewhere; then configure Outbox with NotifyDB so

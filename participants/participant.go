@@ -58,7 +58,8 @@ func New(cfg Config) (*Participant, error) {
 // Name returns the participant's name.
 func (p *Participant) Name() string { return p.cfg.Name }
 
-// Outbox returns the outbox the participant writes its outcomes to.
+// Outbox returns the outbox that handlers may write their own events to
+// (Run relays it).
 func (p *Participant) Outbox() *outbox.Outbox { return p.cfg.Outbox }
 
 // ConsumerConfig returns the configuration of the durable consumer that Run

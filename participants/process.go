@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
-	"github.com/jetsaga/jetsaga/outbox"
 )
 
 // Reasons the runtime writes into outcomes and barrier rows.
@@ -61,9 +60,14 @@ const (
 
 type verdict struct {
 	kind   verdictKind
-	reason string // poisoned, lost: why
-	err    error  // transient: the error
+	reason string          // poisoned, lost: why
+	err    error           // transient: the error
+	out    *events.Outcome // committed, poisoned: the outcome to send before settling
 }
+
+// resendDelay is how long a command whose outcome could not be sent waits
+// before it is delivered again to send it.
+const resendDelay = 500 * time.Millisecond
 
 func transient(err error) verdict { return verdict{kind: vTransient, err: err} }
 
@@ -213,7 +217,8 @@ func (p *Participant) begin(ctx context.Context) (tx pgx.Tx, release func(), err
 //  1. BEGIN;
 //  2. one batch: barrier INSERT (do, succeeded) ON CONFLICT DO NOTHING;
 //     SAVEPOINT;
-//  3. one batch: [barrier UPDATE;] outbox INSERT; COMMIT.
+//  3. one batch: [barrier UPDATE;] COMMIT — the barrier rows hold the outcome,
+//     published after the commit.
 //
 // A business failure first rolls back to the savepoint, in a round trip of
 // its own (the handler may have left the transaction aborted, where a batch
@@ -282,9 +287,9 @@ func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke i
 			return transient(herr)
 		}
 	}
-	v := p.commit(ctx, j, tx, fin, &o, !fresh)
+	v := p.commit(ctx, j, tx, fin, &o)
 	if v.kind == vCommitted && o.Status == events.Rejected {
-		v = verdict{kind: vPoisoned, reason: o.Reason}
+		v.kind, v.reason = vPoisoned, o.Reason
 	}
 	return v
 }
@@ -316,7 +321,8 @@ func storedDoOutcome(r *row) (events.Status, string, json.RawMessage) {
 //     the do row first wins, the other waits for it; the do row read back
 //     (a statement of its own, so a new snapshot: it sees a row committed
 //     while the insert waited);
-//  3. one batch: [barrier UPDATE;] outbox INSERT; COMMIT.
+//  3. one batch: [barrier UPDATE;] COMMIT — the barrier rows hold the outcome,
+//     published after the commit.
 //
 // A duplicate (the undo row existed) reads that row in one more round trip.
 //
@@ -365,9 +371,8 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 		o.Result = undo.result
 		p.log.Info("duplicate compensation skipped: re-sending its outcome", j.log...)
 	case rejected != "" && !badPayload:
-		release()
 		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
-		return p.writeAlone(ctx, j, &o)
+		return answer(&o)
 	case voided || do.status != statusSucceeded:
 		o.Reason = reasonNullNeverRan
 		if !voided {
@@ -377,9 +382,8 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 	case rejected != "":
 		// Nothing of this transaction may commit: the compensation did not
 		// run. Report the poison command on its own.
-		release()
 		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
-		return p.writeAlone(ctx, j, &o)
+		return answer(&o)
 	default:
 		res, herr := callHandler(ctx, tx, invoke, info)
 		var fail *FailError
@@ -402,21 +406,14 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 			return transient(herr)
 		}
 	}
-	return p.commit(ctx, j, tx, fin, &o, !fresh)
+	return p.commit(ctx, j, tx, fin, &o)
 }
 
-// commit adds the outcome's outbox row and COMMIT to fin and sends it (one
-// round trip). A re-sent outcome whose outbox row is still pending is fine:
-// the relay will publish that row.
-func (p *Participant) commit(ctx context.Context, j *job, tx pgx.Tx, fin *pgx.Batch, o *events.Outcome, resend bool) verdict {
-	m, err := p.outboxMessage(j, o)
-	if err != nil {
-		p.log.Error("outcome cannot be encoded; treating as a transient error", append(j.log, "err", err)...)
-		return transient(err)
-	}
-	if err := p.cfg.Outbox.Write(ctx, &queueTx{b: fin}, m); err != nil {
-		return transient(fmt.Errorf("outbox: %w", err))
-	}
+// commit sends fin and COMMIT (one round trip). The barrier rows it commits
+// hold the outcome o: the participant publishes it after the commit, and a
+// delivery that finds the rows (the command came back because the publish
+// or the ack was lost) sends it again.
+func (p *Participant) commit(ctx context.Context, j *job, tx pgx.Tx, fin *pgx.Batch, o *events.Outcome) verdict {
 	fin.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
 		if ct.String() != "COMMIT" {
 			return fmt.Errorf("COMMIT answered %q: the transaction was rolled back", ct)
@@ -424,11 +421,6 @@ func (p *Participant) commit(ctx context.Context, j *job, tx pgx.Tx, fin *pgx.Ba
 		return nil
 	})
 	if err := tx.SendBatch(ctx, fin).Close(); err != nil {
-		if resend && isUniqueViolation(err) {
-			// The outbox already holds this outcome: an earlier delivery
-			// committed it and its row is not relayed yet.
-			return verdict{kind: vCommitted}
-		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "25P02" { // in_failed_sql_transaction
 			p.log.Error("BUG: the handler returned success after a statement of its transaction failed; return that error (or participants.Fail) instead",
@@ -439,26 +431,17 @@ func (p *Participant) commit(ctx context.Context, j *job, tx pgx.Tx, fin *pgx.Ba
 	if p.afterCommit != nil && j.msg != nil {
 		p.afterCommit(j.msg)
 	}
-	return verdict{kind: vCommitted}
+	return verdict{kind: vCommitted, out: o}
 }
 
-// writeAlone writes o through the outbox in a transaction of its own, for
-// outcomes that change no barrier row (poison commands, spent budgets).
-func (p *Participant) writeAlone(ctx context.Context, j *job, o *events.Outcome) verdict {
-	m, err := p.outboxMessage(j, o)
-	if err != nil {
-		return transient(err)
-	}
-	err = pgx.BeginFunc(ctx, p.cfg.Pool, func(tx pgx.Tx) error {
-		return p.cfg.Outbox.Write(ctx, tx, m)
-	})
-	if err != nil && !errors.Is(err, outbox.ErrDuplicateID) {
-		return transient(fmt.Errorf("write %s outcome: %w", o.Status, err))
-	}
+// answer is the verdict for an outcome that changes no barrier row (poison
+// commands): it is a function of the command alone, so a delivery that
+// comes back computes it again.
+func answer(o *events.Outcome) verdict {
 	if o.Status == events.Rejected {
-		return verdict{kind: vPoisoned, reason: o.Reason}
+		return verdict{kind: vPoisoned, reason: o.Reason, out: o}
 	}
-	return verdict{kind: vCommitted}
+	return verdict{kind: vCommitted, out: o}
 }
 
 // rejectUnreadable answers a command that cannot be read (or is not ours)
@@ -472,18 +455,19 @@ func (p *Participant) rejectUnreadable(ctx context.Context, j *job, reason strin
 	j.log = append(j.log, "saga", subj.SagaID)
 	o := events.Outcome{V: events.Version, SagaID: subj.SagaID, Participant: p.cfg.Name,
 		Status: events.Rejected, Reason: clampReason(reason, "rejected")}
-	return p.writeAlone(ctx, j, &o)
+	return answer(&o)
 }
 
-// outboxMessage encodes o for the outbox: its id, subject and headers.
-func (p *Participant) outboxMessage(j *job, o *events.Outcome) (outbox.Message, error) {
+// outcomeMsg is the message carrying o: its subject, id and headers.
+func (p *Participant) outcomeMsg(j *job, o *events.Outcome) (*nats.Msg, error) {
 	data, err := o.Encode()
 	if err != nil {
-		return outbox.Message{}, err
+		return nil, err
 	}
-	id := events.OutcomeMsgID(o, j.seq)
-	h := nats.Header{}
-	h.Set(events.HeaderMsgID, id)
+	m := nats.NewMsg(p.cfg.Namespace.Event(p.cfg.Name, o.SagaID))
+	m.Data = data
+	h := m.Header
+	h.Set(events.HeaderMsgID, events.OutcomeMsgID(o, j.seq))
 	h.Set(events.HeaderSagaID, o.SagaID)
 	h.Set(events.HeaderParticipant, o.Participant)
 	if o.Step != "" {
@@ -498,14 +482,38 @@ func (p *Participant) outboxMessage(j *job, o *events.Outcome) (outbox.Message, 
 			}
 		}
 	}
-	return outbox.Message{ID: id, Subject: p.cfg.Namespace.Event(p.cfg.Name, o.SagaID), Header: h, Data: data}, nil
+	return m, nil
+}
+
+// send publishes o and waits for JetStream to store it. Its message id is
+// derived from the command's stream sequence, so sending it again (after a
+// lost ack) is dropped as a duplicate.
+func (p *Participant) send(ctx context.Context, j *job, o *events.Outcome) error {
+	m, err := p.outcomeMsg(j, o)
+	if err != nil {
+		return fmt.Errorf("encode outcome: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	defer cancel()
+	if _, err := p.cfg.JetStream.PublishMsg(pctx, m); err != nil {
+		return fmt.Errorf("publish outcome: %w", err)
+	}
+	return nil
 }
 
 // settle answers JetStream for a processed delivery.
 func (p *Participant) settle(ctx context.Context, j *job, v verdict) {
+	if v.out != nil {
+		if err := p.send(ctx, j, v.out); err != nil {
+			// The outcome is committed (or a function of the command):
+			// the command comes back and sends it again.
+			p.log.Warn("outcome not sent; the command will be delivered again to send it", append(j.log, "err", err, "delay", resendDelay)...)
+			_ = j.msg.NakWithDelay(resendDelay)
+			return
+		}
+	}
 	switch v.kind {
 	case vCommitted:
-		p.cfg.Outbox.Notify()
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 		err := j.msg.DoubleAck(actx)
 		cancel()
@@ -514,7 +522,6 @@ func (p *Participant) settle(ctx context.Context, j *job, v verdict) {
 			p.log.Warn("ack failed; the command will be delivered again and skipped as a duplicate", append(j.log, "err", err)...)
 		}
 	case vPoisoned:
-		p.cfg.Outbox.Notify()
 		p.log.Error("poison command rejected", append(j.log, "reason", v.reason)...)
 		if err := j.msg.TermWithReason(clampReason(v.reason, "rejected")); err != nil {
 			p.log.Warn("terminating a poison command failed; it will be delivered again", append(j.log, "err", err)...)
@@ -554,49 +561,43 @@ func (p *Participant) retryOrExhaust(ctx context.Context, j *job, cause error) {
 	if j.cmd != nil {
 		o := p.baseOutcome(j)
 		o.Status, o.Reason = events.Exhausted, clampReason(reason, "exhausted")
-		if v := p.writeExhausted(ctx, j, &o); v.kind != vCommitted {
+		err := p.exhaustedOutcome(ctx, j, &o)
+		if err == nil {
+			err = p.send(ctx, j, &o)
+		}
+		if err != nil {
 			// Never drop the command without an outcome: try again later
 			// (the handler does not run again: the budget is spent).
 			d := max(time.Duration(j.budget.MaxBackoffMS)*time.Millisecond, time.Second)
-			p.log.Error("could not write the exhausted outcome; the command will come back to try again",
-				append(j.log, "err", v.err, "delay", d)...)
+			p.log.Error("could not send the exhausted outcome; the command will come back to try again",
+				append(j.log, "err", err, "delay", d)...)
 			_ = j.msg.NakWithDelay(d)
 			return
 		}
-		p.cfg.Outbox.Notify()
 	} else {
-		p.log.Error("could not write the rejected outcome of an unreadable command within its budget; terminating it",
+		p.log.Error("could not send the rejected outcome of an unreadable command within its budget; terminating it",
 			append(j.log, "err", cause)...)
 	}
 	_ = j.msg.TermWithReason(clampReason(reason, "exhausted"))
 }
 
-// writeExhausted writes the outcome of a command whose budget is spent: o
-// (exhausted), unless the barrier shows that an earlier delivery committed
-// after all (its reply was lost): then that delivery's outcome is sent again.
-func (p *Participant) writeExhausted(ctx context.Context, j *job, o *events.Outcome) verdict {
-	err := pgx.BeginFunc(ctx, p.cfg.Pool, func(tx pgx.Tx) error {
-		var cur row
-		err := tx.QueryRow(ctx, p.bar.get, j.cmd.SagaID, j.cmd.Step, j.cmd.Op).Scan(&cur.status, &cur.reason, &cur.result)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
-			return err
-		case j.cmd.Op == events.OpDo:
-			o.Status, o.Reason, o.Result = storedDoOutcome(&cur)
-		default:
-			o.Status, o.Reason, o.Result = events.Compensated, "", cur.result
-		}
-		m, err := p.outboxMessage(j, o)
-		if err != nil {
-			return err
-		}
-		return p.cfg.Outbox.Write(ctx, tx, m)
-	})
-	if err != nil && !errors.Is(err, outbox.ErrDuplicateID) {
-		return transient(fmt.Errorf("write %s outcome: %w", o.Status, err))
+// exhaustedOutcome completes the outcome of a command whose budget is spent:
+// o stays exhausted, unless the barrier shows that an earlier delivery
+// committed after all (its outcome was not sent, or its ack was lost): then
+// it becomes that delivery's outcome.
+func (p *Participant) exhaustedOutcome(ctx context.Context, j *job, o *events.Outcome) error {
+	var cur row
+	err := p.cfg.Pool.QueryRow(ctx, p.bar.get, j.cmd.SagaID, j.cmd.Step, j.cmd.Op).Scan(&cur.status, &cur.reason, &cur.result)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read the barrier: %w", err)
+	case j.cmd.Op == events.OpDo:
+		o.Status, o.Reason, o.Result = storedDoOutcome(&cur)
+	default:
+		o.Status, o.Reason, o.Result = events.Compensated, "", cur.result
 	}
-	return verdict{kind: vCommitted}
+	return nil
 }
 
 // callHandler runs a handler, turning a panic into an error.
