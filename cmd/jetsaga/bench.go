@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,7 +30,7 @@ func (a *app) benchCmd() *cobra.Command {
 		Short: "Measure whole-saga throughput and latency, with the machine's own ceilings",
 		Long: `Run the bank-transfer saga end to end under load — real PostgreSQL (fsync and
 synchronous_commit as the server has them: on for the throwaway cluster), JetStream file storage,
-the coordinator and both bank participants with barrier and outbox — and report sagas/s,
+the coordinator and both bank participants with their barriers — and report sagas/s,
 latency percentiles from Start to the terminal state, PostgreSQL commits, JetStream writes and CPU
 per saga, peak RSS, and the ceilings measured first on the same database and NATS: single-row UPDATE
 transactions/s and synchronous JetStream publishes/s at the same concurrency.
@@ -64,6 +65,8 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 			o.NATSURL, o.DatabaseURL = natsURL, dbURL
 			if natsURL != "" {
 				o.NATSOptions = []nats.Option{nats.Name("jetsaga bench")}
+			} else {
+				procsForEmbeddedNATS()
 			}
 			// Zero means "none" on the command line, "default" in Options.
 			o.FailShare, o.InsufficientShare = orNegative(o.FailShare), orNegative(o.InsufficientShare)
@@ -73,10 +76,11 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 			if !asJSON {
 				o.Progress = a.stderr
 			}
-			stopProfiles, err := startProfiles(cpuProfile, mutexProfile, memProfile)
+			stopProfiles, stopCPU, err := startProfiles(cpuProfile, mutexProfile, memProfile)
 			if err != nil {
 				return err
 			}
+			o.LoadDone = stopCPU // the profile covers the load, not the checks after it
 			r, err := bench.Run(cmd.Context(), o)
 			if perr := stopProfiles(); err == nil {
 				err = perr
@@ -128,16 +132,28 @@ func orNegative(f float64) float64 {
 	return f
 }
 
-func startProfiles(cpu, mutex, mem string) (stop func() error, err error) {
+// startProfiles starts the profiles asked for; stop writes them, stopCPU
+// (which stop calls too) only ends the CPU profile.
+func startProfiles(cpu, mutex, mem string) (stop func() error, stopCPU func(), err error) {
 	var cpuFile *os.File
 	if cpu != "" {
 		if cpuFile, err = os.Create(cpu); err != nil {
-			return nil, fmt.Errorf("--cpuprofile: %w", err)
+			return nil, nil, fmt.Errorf("--cpuprofile: %w", err)
 		}
 		if err := pprof.StartCPUProfile(cpuFile); err != nil {
 			cpuFile.Close()
-			return nil, fmt.Errorf("--cpuprofile: %w", err)
+			return nil, nil, fmt.Errorf("--cpuprofile: %w", err)
 		}
+	}
+	var cpuOnce sync.Once
+	var cpuErr error
+	stopCPU = func() {
+		cpuOnce.Do(func() {
+			if cpuFile != nil {
+				pprof.StopCPUProfile()
+				cpuErr = cpuFile.Close()
+			}
+		})
 	}
 	if mutex != "" {
 		runtime.SetMutexProfileFraction(5)
@@ -157,11 +173,8 @@ func startProfiles(cpu, mutex, mem string) (stop func() error, err error) {
 				return fmt.Errorf("--memprofile: %w", err)
 			}
 		}
-		if cpuFile != nil {
-			pprof.StopCPUProfile()
-			if err := cpuFile.Close(); err != nil {
-				return err
-			}
+		if stopCPU(); cpuErr != nil {
+			return fmt.Errorf("--cpuprofile: %w", cpuErr)
 		}
 		if mutex != "" {
 			f, err := os.Create(mutex)
@@ -172,13 +185,13 @@ func startProfiles(cpu, mutex, mem string) (stop func() error, err error) {
 			return pprof.Lookup("mutex").WriteTo(f, 0)
 		}
 		return nil
-	}, nil
+	}, stopCPU, nil
 }
 
 func printBench(w io.Writer, r *bench.Report) {
 	s, m := r.Settings, r.Machine
 	t := newTable(w)
-	fmt.Fprintf(t, "machine\t%d CPUs %s, %s, %s\n", m.CPUs, m.CPUModel, m.OS, m.GoVersion)
+	fmt.Fprintf(t, "machine\t%d CPUs %s, %s, %s, GOMAXPROCS %d\n", m.CPUs, m.CPUModel, m.OS, m.GoVersion, m.GOMAXPROCS)
 	fmt.Fprintf(t, "settings\tconcurrency %d, %d accounts, %.0f%% TransIn failures, %.0f%% insufficient balances, %d coordinator(s) × %d workers\n",
 		s.Concurrency, s.Accounts, 100*max(s.FailShare, 0), 100*max(s.InsufficientShare, 0), s.Coordinators, s.Workers)
 	fmt.Fprintf(t, "NATS\t%s, replicas %d\n", s.NATS, s.Replicas)
@@ -193,6 +206,13 @@ func printBench(w io.Writer, r *bench.Report) {
 	if r.PGCeilingTPS > 0 {
 		fmt.Fprintf(t, "ceilings\tPostgreSQL %.0f UPDATE tx/s, JetStream %.0f sync publishes/s (sagas/s = %.1f%% and %.1f%% of them)\n",
 			r.PGCeilingTPS, r.JSCeilingPPS, 100*r.FractionOfPGCeiling, 100*r.FractionOfJSCeiling)
+	}
+	for i, h := range r.Hops {
+		label := ""
+		if i == 0 {
+			label = "hops (median)"
+		}
+		fmt.Fprintf(t, "%s\t%6.1f ms  %s → %s\n", label, h.MedianMs, h.From, h.To)
 	}
 	ok := "ok"
 	if !r.InvariantsOK {

@@ -104,6 +104,7 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 			_ = s.close()
 		}
 	}()
+	procsForEmbeddedNATS()
 	s.nats, err = devenv.StartNATS(devenv.NATSOptions{Port: cfg.natsPort, StoreDir: cfg.storeDir, SyncAlways: cfg.syncAlways, ServerName: "jetsaga-dev"})
 	if err != nil {
 		return nil, fmt.Errorf("start NATS: %w", err)

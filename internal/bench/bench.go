@@ -74,6 +74,9 @@ type Options struct {
 	// CeilingDuration is how long each ceiling is measured. Default 3s;
 	// negative skips the ceilings.
 	CeilingDuration time.Duration
+	// LoadDone, if set, is called when the load ends, before the run reads
+	// back timelines and checks the invariants (to end a CPU profile there).
+	LoadDone func()
 	// Progress receives a progress line per second; nil for none.
 	Progress io.Writer
 	// Logger receives the components' logs. Default: discarded.
@@ -162,6 +165,9 @@ type Report struct {
 	FractionOfPGCeiling float64 `json:"fraction_of_pg_ceiling"`
 	FractionOfJSCeiling float64 `json:"fraction_of_js_ceiling"`
 
+	// Hops is where a committed saga's time goes: medians over a sample.
+	Hops []Hop `json:"hops,omitempty"`
+
 	InvariantsOK    bool     `json:"invariants_ok"`
 	InvariantErrors []string `json:"invariant_errors,omitempty"`
 }
@@ -190,6 +196,8 @@ type Machine struct {
 	GoVersion string `json:"go_version"`
 	OS        string `json:"os"`
 	CPUModel  string `json:"cpu_model,omitempty"`
+	// GOMAXPROCS of the process during the run.
+	GOMAXPROCS int `json:"gomaxprocs"`
 }
 
 // transfer is one saga of the load and how it ended.
@@ -198,7 +206,8 @@ type transfer struct {
 	from, to int64
 	amount   bank.Cents
 	status   orchestrator.Status
-	unacked  bool // Start failed: the saga may not exist
+	unacked  bool      // Start failed: the saga may not exist
+	begin    time.Time // when Start was called
 	latency  time.Duration
 	err      error
 }
@@ -549,7 +558,8 @@ func currentRSS() int64 {
 }
 
 func machine() Machine {
-	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH,
+		GOMAXPROCS: runtime.GOMAXPROCS(0)}
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(data), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -607,7 +617,14 @@ func (e *env) load(ctx context.Context) error {
 		name string
 		pool *pgxpool.Pool
 	}{{bank.BankA, e.poolA}, {bank.BankB, e.poolB}} {
-		p, err := participants.New(participants.Config{Name: b.name, Pool: b.pool, JetStream: e.js, Namespace: e.ns,
+		// Each component has its own connection, as separate processes
+		// would.
+		nc, js, err := connect(e.nc.ConnectedUrl(), o.NATSOptions)
+		if err != nil {
+			return err
+		}
+		e.closers = append(e.closers, nc.Close)
+		p, err := participants.New(participants.Config{Name: b.name, Pool: b.pool, JetStream: js, Namespace: e.ns,
 			Concurrency: o.ParticipantConcurrency, Logger: o.Logger})
 		if err != nil {
 			return err
@@ -659,6 +676,9 @@ func (e *env) load(ctx context.Context) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	stopProgress()
+	if o.LoadDone != nil {
+		o.LoadDone()
+	}
 	select {
 	case err := <-bgErr:
 		return err
@@ -705,7 +725,11 @@ func (e *env) load(ctx context.Context) error {
 		r.CPUSeconds = (after.cpu - before.cpu).Seconds()
 		r.CPUmsPerSaga = r.CPUSeconds * 1000 / n
 	}
-	e.progress("load done: %d sagas in %.1fs; checking invariants…", len(transfers), r.Seconds)
+	e.progress("load done: %d sagas in %.1fs; reading back timelines…", len(transfers), r.Seconds)
+	if r.Hops, err = e.hops(ctx, client, transfers); err != nil {
+		return fmt.Errorf("hop breakdown: %w", err)
+	}
+	e.progress("checking invariants…")
 	r.InvariantErrors = e.check(ctx, client, transfers)
 	r.InvariantsOK = len(r.InvariantErrors) == 0
 	return nil
@@ -751,7 +775,7 @@ func (e *env) transfer(ctx context.Context, client *orchestrator.Client, rng *mr
 	default:
 		t.to = int64(abnormal + 1 + rng.IntN(o.Accounts-abnormal))
 	}
-	begin := time.Now()
+	t.begin = time.Now()
 	id, err := client.Start(ctx, bank.TransferPlan("", t.from, t.to, t.amount))
 	t.id = id
 	if err != nil {
@@ -759,7 +783,7 @@ func (e *env) transfer(ctx context.Context, client *orchestrator.Client, rng *mr
 		return t
 	}
 	st, err := client.Wait(ctx, id)
-	t.latency = time.Since(begin)
+	t.latency = time.Since(t.begin)
 	if err != nil {
 		t.err = err
 		return t
