@@ -13,8 +13,9 @@ type StreamOptions struct {
 	// Replicas of every stream and of the bucket. Default 1; use 3 in production.
 	Replicas int
 	// MaxAge of the streams' messages. It bounds how far back `jetsaga replay`
-	// and saga timelines reach, so keep it longer than any saga lives.
-	// Default 7 days.
+	// and saga timelines reach, so keep it longer than any saga lives. A
+	// finished saga's state leaves the state bucket a little after its
+	// messages (orchestrator.FinishedStateTTL). Default 7 days.
 	MaxAge time.Duration
 	// Duplicates is the JetStream duplicate window, inside which a message
 	// published again with the same Nats-Msg-Id is dropped. Default 2 minutes.
@@ -112,15 +113,23 @@ func (n Namespace) CommandsStreamConfig(o StreamOptions) jetstream.StreamConfig 
 	}
 }
 
+// StateMarkerTTL is how long the state bucket keeps the marker JetStream
+// leaves where an expired key was.
+const StateMarkerTTL = time.Minute
+
 // StateBucketConfig is the configuration of the saga state bucket. Its keys
-// are saga ids; its values are the coordinator's encoded states.
+// are saga ids; its values are the coordinator's encoded states. It allows
+// per-key TTLs: a finished saga's state is written with the streams' max age
+// as its TTL, so the bucket holds running and parked sagas, and finished ones
+// only as long as the streams keep their messages.
 func (n Namespace) StateBucketConfig(o StreamOptions) jetstream.KeyValueConfig {
 	o = o.withDefaults()
 	return jetstream.KeyValueConfig{
-		Bucket:      n.StateBucket(),
-		Description: "jetsaga saga states, one key per saga",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.Replicas,
+		Bucket:         n.StateBucket(),
+		Description:    "jetsaga saga states, one key per saga",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       o.Replicas,
+		LimitMarkerTTL: StateMarkerTTL,
 	}
 }

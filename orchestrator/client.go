@@ -285,8 +285,8 @@ func (c *Client) unsubscribe(id string, ch chan []byte) {
 func (c *Client) dispatch(w jetstream.KeyWatcher) {
 	defer c.wg.Done()
 	for e := range w.Updates() {
-		if e == nil {
-			continue
+		if e == nil || e.Operation() != jetstream.KeyValuePut {
+			continue // the end of the initial values; an expired finished saga
 		}
 		c.mu.Lock()
 		for ch := range c.waiters[e.Key()] {

@@ -139,6 +139,15 @@ func (c *Coordinator) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orchestrator: stream %s: %w", c.ns.SagasStream(), err)
 	}
+	// A finished saga's state lives as long as its messages.
+	states, ttlOK, err := newStateWriter(ctx, c.js, kv, sagas.CachedInfo().Config.MaxAge)
+	if err != nil {
+		return fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
+	}
+	if !ttlOK {
+		c.log.Warn("coordinator: the state bucket does not allow per-key TTLs, so finished sagas' states are kept forever; start a coordinator that ensures the streams (or run orchestrator.EnsureStreams) to update it",
+			"bucket", c.ns.StateBucket())
+	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.ns.SagasStream(), jetstream.ConsumerConfig{
 		Durable:        c.ns.CoordinatorConsumer(),
 		Description:    "jetsaga coordinators",
@@ -161,7 +170,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
 	for i := range queues {
 		queues[i] = make(chan jetstream.Msg, 64)
-		w := &worker{c: c, kv: kv, sagas: sagas, cache: newStateCache(perWorker)}
+		w := &worker{c: c, kv: kv, states: states, sagas: sagas, cache: newStateCache(perWorker)}
 		wg.Add(1)
 		go func(q <-chan jetstream.Msg) {
 			defer wg.Done()
@@ -205,10 +214,11 @@ func shard(subject string, n int) int {
 
 // worker handles the messages of the sagas it owns, one at a time.
 type worker struct {
-	c     *Coordinator
-	kv    jetstream.KeyValue
-	sagas jetstream.Stream
-	cache *stateCache
+	c      *Coordinator
+	kv     jetstream.KeyValue
+	states *stateWriter
+	sagas  jetstream.Stream
+	cache  *stateCache
 }
 
 const opTimeout = 10 * time.Second
@@ -302,12 +312,7 @@ func (w *worker) apply(ctx context.Context, in Input, delivered uint64) error {
 		if err != nil {
 			return err
 		}
-		var rev uint64
-		if e.rev == 0 {
-			rev, err = w.kv.Create(ctx, in.SagaID, data)
-		} else {
-			rev, err = w.kv.Update(ctx, in.SagaID, data, e.rev)
-		}
+		rev, err := w.states.put(ctx, in.SagaID, res.State, data, e.rev)
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			c.stats.conflicts.Add(1)
 			w.cache.drop(in.SagaID)

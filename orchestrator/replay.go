@@ -49,14 +49,34 @@ func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bu
 	if err != nil {
 		return 0, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
+	if _, err := WriteStates(ctx, js, ns, kv, states); err != nil {
+		return 0, err
+	}
+	return len(states), nil
+}
+
+// WriteStates writes states (as Fold returns them) into kv, whatever its
+// keys hold, and returns them encoded. A finished saga's state gets the
+// sagas stream's max age as its TTL, as the coordinator writes it.
+func WriteStates(ctx context.Context, js jetstream.JetStream, ns events.Namespace, kv jetstream.KeyValue, states map[string]*State) (map[string][]byte, error) {
+	sagas, err := js.Stream(ctx, ns.SagasStream())
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", ns.SagasStream(), err)
+	}
+	w, _, err := newStateWriter(ctx, js, kv, sagas.CachedInfo().Config.MaxAge)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", kv.Bucket(), err)
+	}
+	encoded := make(map[string][]byte, len(states))
 	for id, st := range states {
 		data, err := EncodeState(st)
 		if err != nil {
-			return 0, err
+			return nil, fmt.Errorf("encode saga %s: %w", id, err)
 		}
-		if _, err := kv.Put(ctx, id, data); err != nil {
-			return 0, fmt.Errorf("write %s to %s: %w", id, bucket, err)
+		if err := w.overwrite(ctx, id, st, data); err != nil {
+			return nil, fmt.Errorf("write saga %s into %s: %w", id, kv.Bucket(), err)
 		}
+		encoded[id] = data
 	}
-	return len(states), nil
+	return encoded, nil
 }

@@ -32,7 +32,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, ns events.Namesp
 		var st jetstream.KeyValueStatus
 		if st, err = kv.Status(ctx); err == nil {
 			bs, ok := st.(*jetstream.KeyValueBucketStatus)
-			if !ok || bs.StreamInfo().Config.Replicas != want.Replicas || bs.StreamInfo().Config.MaxMsgsPerSubject != int64(want.History) {
+			if !ok || bs.StreamInfo().Config.Replicas != want.Replicas || bs.StreamInfo().Config.MaxMsgsPerSubject != int64(want.History) ||
+				bs.LimitMarkerTTL() != want.LimitMarkerTTL {
 				_, err = js.UpdateKeyValue(ctx, want)
 			}
 		}

@@ -100,7 +100,7 @@ With --metrics-addr it serves its counters in the Prometheus text format on /met
 	lf.register(fs)
 	fs.IntVar(&replicas, "replicas", 1, "replicas of the streams and the state bucket (1 for one server, 3 for a cluster)")
 	bindEnv(fs, "replicas", "JETSAGA_REPLICAS")
-	fs.DurationVar(&maxAge, "max-age", events.DefaultMaxAge, "how long the streams keep messages; bounds replay and timelines, keep it longer than any saga lives")
+	fs.DurationVar(&maxAge, "max-age", events.DefaultMaxAge, "how long the streams keep messages (and the bucket a finished saga's state, a minute more); bounds replay, timelines and status, keep it longer than any saga lives")
 	bindEnv(fs, "max-age", "JETSAGA_MAX_AGE")
 	fs.IntVar(&workers, "workers", 64, "sagas this instance works on at once")
 	bindEnv(fs, "workers", "JETSAGA_WORKERS")

@@ -89,16 +89,9 @@ differ (exit code 6 if any do). Sagas in flight while coordinators run may diffe
 			if err != nil {
 				return fmt.Errorf("replay %s: %w", ns.SagasStream(), err)
 			}
-			encoded := make(map[string][]byte, len(states))
-			for id, st := range states {
-				data, err := orchestrator.EncodeState(st)
-				if err != nil {
-					return fmt.Errorf("encode saga %s: %w", id, err)
-				}
-				encoded[id] = data
-				if _, err := kv.Put(ctx, id, data); err != nil {
-					return fmt.Errorf("write saga %s into %s: %w", id, into, err)
-				}
+			encoded, err := orchestrator.WriteStates(ctx, s.js, ns, kv, states)
+			if err != nil {
+				return err
 			}
 			out := replayJSON{Bucket: into, Rebuilt: len(states)}
 			if compare {

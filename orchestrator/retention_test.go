@@ -1,0 +1,133 @@
+package orchestrator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/testenv"
+	"github.com/jetsaga/jetsaga/orchestrator"
+)
+
+// TestFinishedStateExpiresWithTheStreams: a finished saga's state is written
+// with the streams' max age as its TTL and leaves the bucket with its
+// messages; a running saga's state stays.
+func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	streams := events.StreamOptions{MaxAge: 3 * time.Second, Duplicates: time.Second}
+	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: b.js, Streams: streams, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("coordinator: %v", err)
+		}
+	})
+	b.respond("bank-a", ok)
+	b.respond("bank-b", func(c events.Command) decision { return decision{drop: c.SagaID == "running"} })
+	for _, id := range []string{"done", "running"} {
+		if _, err := b.client.Start(ctx, transferPlan(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.wait("done", orchestrator.Committed)
+	kvStream, err := b.js.Stream(ctx, "KV_"+events.Default.StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttlOf := func(id string) (string, error) {
+		m, err := kvStream.GetLastMsgForSubject(ctx, "$KV."+events.Default.StateBucket()+"."+id)
+		if err != nil {
+			return "", err
+		}
+		return m.Header.Get("Nats-TTL"), nil
+	}
+	want := orchestrator.FinishedStateTTL(streams.MaxAge)
+	if ttl, err := ttlOf("done"); err != nil || ttl != want.String() {
+		t.Fatalf("finished state: TTL %q (%v), want %s", ttl, err, want)
+	}
+	// The running saga's state (written with bank-a's outcome) has none.
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		ttl, err := ttlOf("running")
+		if err != nil {
+			return err
+		}
+		if ttl != "" {
+			return fmt.Errorf("running saga's state has TTL %q", ttl)
+		}
+		return nil
+	})
+	kv, err := b.js.KeyValue(ctx, events.Default.StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The start leaves the stream before the state leaves the bucket: Get
+	// never sees a finished saga as just started.
+	sagas, err := b.js.Stream(ctx, events.Default.SagasStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		_, err := kv.Get(ctx, "done")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if st, err := b.client.Get(ctx, "done"); err != nil || st.Status != orchestrator.Committed {
+			t.Fatalf("while its state is in the bucket, Get says %+v, %v", st, err)
+		}
+		return fmt.Errorf("finished state still there (%v)", err)
+	})
+	if _, err := sagas.GetLastMsgForSubject(ctx, events.Default.Start("done")); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("the start message outlived the state: %v", err)
+	}
+	if _, err := b.client.Get(ctx, "done"); err == nil {
+		t.Fatal("Get still finds the expired saga")
+	}
+	if e, err := kv.Get(ctx, "running"); err != nil {
+		t.Fatalf("the running saga's state expired too: %v", err)
+	} else if st, err := orchestrator.DecodeState(e.Value()); err != nil || st.Status != orchestrator.Running {
+		t.Fatalf("running saga: %+v, %v", st, err)
+	}
+}
+
+// TestEnsureStreamsEnablesStateTTL: a state bucket created before jetsaga
+// used per-key TTLs is updated to allow them.
+func TestEnsureStreamsEnablesStateTTL(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	_, js := testenv.Connect(t, srv.URL())
+	ctx := context.Background()
+	old := events.Default.StateBucketConfig(events.StreamOptions{})
+	old.LimitMarkerTTL = 0
+	if _, err := js.CreateKeyValue(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, old.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := st.(*jetstream.KeyValueBucketStatus)
+	if !bs.StreamInfo().Config.AllowMsgTTL || bs.LimitMarkerTTL() != events.StateMarkerTTL {
+		t.Fatalf("bucket: AllowMsgTTL %v, marker TTL %v", bs.StreamInfo().Config.AllowMsgTTL, bs.LimitMarkerTTL())
+	}
+}
