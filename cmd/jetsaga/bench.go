@@ -200,8 +200,8 @@ func printBench(w io.Writer, r *bench.Report) {
 		r.Sagas, r.Committed, r.Compensated, r.Parked, r.Errors, r.Seconds)
 	fmt.Fprintf(t, "throughput\t%.0f sagas/s\n", r.SagasPerSecond)
 	fmt.Fprintf(t, "latency\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n", r.P50ms, r.P90ms, r.P99ms, r.MaxMs)
-	fmt.Fprintf(t, "per saga\t%.2f PostgreSQL commits, %.2f JetStream writes, %.2f ms CPU of this process\n",
-		r.PGCommitsPerSaga, r.JSPublishesPerSaga, r.CPUmsPerSaga)
+	fmt.Fprintf(t, "per saga\t%.2f PostgreSQL step transactions (%.2f transaction ids, savepoints included), %.2f JetStream writes, %.2f ms CPU of this process\n",
+		r.PGCommitsPerSaga, r.PGXidsPerSaga, r.JSPublishesPerSaga, r.CPUmsPerSaga)
 	fmt.Fprintf(t, "memory\tpeak RSS %d MiB (RSS %d MiB at start of load, %d MiB at end)\n", r.PeakRSSBytes>>20, r.RSSStartBytes>>20, r.RSSEndBytes>>20)
 	if r.PGCeilingTPS > 0 {
 		fmt.Fprintf(t, "ceilings\tPostgreSQL %.0f UPDATE tx/s, JetStream %.0f sync publishes/s (sagas/s = %.1f%% and %.1f%% of them)\n",

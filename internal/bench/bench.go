@@ -151,8 +151,14 @@ type Report struct {
 	P99ms          float64 `json:"p99_ms"`
 	MaxMs          float64 `json:"max_ms"`
 
-	// PGCommitsPerSaga counts write transactions (transaction ids used).
-	PGCommitsPerSaga   float64 `json:"pg_commits_per_saga"`
+	// PGCommitsPerSaga counts the step transactions the banks committed:
+	// the barrier rows they inserted (each committed step transaction
+	// inserts exactly one; a duplicate delivery inserts none and writes
+	// nothing).
+	PGCommitsPerSaga float64 `json:"pg_commits_per_saga"`
+	// PGXidsPerSaga counts transaction ids used, server-wide: write
+	// transactions and savepoints that wrote (a step's handler runs in one).
+	PGXidsPerSaga      float64 `json:"pg_xids_per_saga"`
 	JSPublishesPerSaga float64 `json:"js_publishes_per_saga"`
 	CPUSeconds         float64 `json:"cpu_seconds"`
 	CPUmsPerSaga       float64 `json:"cpu_ms_per_saga"`
@@ -507,6 +513,7 @@ func measure(ctx context.Context, n int, d time.Duration, f func(context.Context
 // counters are the resource figures read before and after the load.
 type counters struct {
 	pgCommits  int64
+	pgXids     int64
 	jsMessages uint64
 	cpu        time.Duration
 }
@@ -517,9 +524,16 @@ func (e *env) counters(ctx context.Context) (counters, error) {
 	// once (pg_stat_database's counters lag by up to 10 s): the difference
 	// counts the writing transactions of the run (both banks, their relays;
 	// on a shared server, everyone's).
-	err := e.poolA.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&c.pgCommits)
+	err := e.poolA.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&c.pgXids)
 	if err != nil {
 		return c, err
+	}
+	for _, pool := range []*pgxpool.Pool{e.poolA, e.poolB} {
+		var n int64
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+participants.DefaultBarrierTable).Scan(&n); err != nil {
+			return c, err
+		}
+		c.pgCommits += n
 	}
 	for _, name := range []string{e.ns.SagasStream(), e.ns.CommandsStream(), "KV_" + e.ns.StateBucket()} {
 		s, err := e.js.Stream(ctx, name)
@@ -532,11 +546,17 @@ func (e *env) counters(ctx context.Context) (counters, error) {
 		}
 		c.jsMessages += info.State.LastSeq
 	}
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
-		c.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
+	c.cpu = processCPU()
 	return c, nil
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func peakRSS() int64 {
@@ -721,6 +741,7 @@ func (e *env) load(ctx context.Context) error {
 	if r.Sagas > 0 {
 		n := float64(r.Sagas)
 		r.PGCommitsPerSaga = float64(after.pgCommits-before.pgCommits) / n
+		r.PGXidsPerSaga = float64(after.pgXids-before.pgXids) / n
 		r.JSPublishesPerSaga = float64(after.jsMessages-before.jsMessages) / n
 		r.CPUSeconds = (after.cpu - before.cpu).Seconds()
 		r.CPUmsPerSaga = r.CPUSeconds * 1000 / n
