@@ -206,6 +206,10 @@ func printBench(w io.Writer, r *bench.Report) {
 	if r.PGCeilingTPS > 0 {
 		fmt.Fprintf(t, "ceilings\tPostgreSQL %.0f UPDATE tx/s, JetStream %.0f sync publishes/s (sagas/s = %.1f%% and %.1f%% of them)\n",
 			r.PGCeilingTPS, r.JSCeilingPPS, 100*r.FractionOfPGCeiling, 100*r.FractionOfJSCeiling)
+		if r.JSBoundSagasPerSecond > 0 {
+			fmt.Fprintf(t, "bound	%.0f sagas/s if JetStream did nothing but this run's %.2f writes per saga at its ceiling (sagas/s = %.0f%% of it)\n",
+				r.JSBoundSagasPerSecond, r.JSPublishesPerSaga, 100*r.SagasPerSecond/r.JSBoundSagasPerSecond)
+		}
 	}
 	for i, h := range r.Hops {
 		label := ""

@@ -170,6 +170,10 @@ type Report struct {
 	JSCeilingPPS        float64 `json:"js_ceiling_pps"`
 	FractionOfPGCeiling float64 `json:"fraction_of_pg_ceiling"`
 	FractionOfJSCeiling float64 `json:"fraction_of_js_ceiling"`
+	// JSBoundSagasPerSecond is the JetStream ceiling divided by the
+	// JetStream writes per saga: the sagas/s that the writes alone would
+	// allow if JetStream did nothing else and nothing else ran.
+	JSBoundSagasPerSecond float64 `json:"js_bound_sagas_per_second"`
 
 	// Hops is where a committed saga's time goes: medians over a sample.
 	Hops []Hop `json:"hops,omitempty"`
@@ -280,6 +284,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if r.JSCeilingPPS > 0 {
 		r.FractionOfJSCeiling = r.SagasPerSecond / r.JSCeilingPPS
+		if r.JSPublishesPerSaga > 0 {
+			r.JSBoundSagasPerSecond = r.JSCeilingPPS / r.JSPublishesPerSaga
+		}
 	}
 	return r, nil
 }
