@@ -110,6 +110,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.Float64Var(&o.InsufficientShare, "insufficient-share", 0.1, "share of transfers whose TransOut fails (insufficient balance)")
 	fs.StringVar(&o.JSSync, "js-sync", "always", "JetStream sync policy of the embedded server: always or default (every 2 minutes)")
 	fs.IntVar(&o.Replicas, "replicas", 1, "replicas of the streams and bucket")
+	fs.DurationVar(&o.MaxAge, "max-age", 0, "max age of the streams' messages (finished sagas' states expire a little later); default 7 days; shorter than the run to see memory with expiry at work")
 	fs.IntVar(&o.Coordinators, "coordinators", 1, "coordinator instances (each with its own connection)")
 	fs.IntVar(&o.Workers, "workers", 64, "workers per coordinator")
 	fs.IntVar(&o.ParticipantConcurrency, "participant-concurrency", 32, "commands each bank handles at once")

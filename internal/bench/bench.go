@@ -56,6 +56,11 @@ type Options struct {
 	JSSync string
 	// Replicas of the streams and bucket. Default 1.
 	Replicas int
+	// MaxAge of the streams' messages (and, a little longer, of finished
+	// sagas' states). Default events.DefaultMaxAge. A run longer than it
+	// shows memory with expiry at work; its invariant check then checks
+	// the expired sagas against the status Wait saw and their barrier rows.
+	MaxAge time.Duration
 	// NATSURL uses an existing NATS server instead of an embedded one.
 	NATSURL string
 	// NATSOptions are extra options for the connections to NATSURL.
@@ -115,6 +120,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Replicas <= 0 {
 		o.Replicas = 1
+	}
+	if o.MaxAge < 0 {
+		return fmt.Errorf("max-age: is %s, want a positive duration (or 0 for the default)", o.MaxAge)
 	}
 	if o.Coordinators <= 0 {
 		o.Coordinators = 1
@@ -192,6 +200,7 @@ type Settings struct {
 	InsufficientShare float64 `json:"insufficient_share"`
 	JSSync            string  `json:"js_sync"`
 	Replicas          int     `json:"replicas"`
+	MaxAgeSeconds     float64 `json:"max_age_seconds"`
 	Coordinators      int     `json:"coordinators"`
 	Workers           int     `json:"workers"`
 	NATS              string  `json:"nats"`
@@ -253,7 +262,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r := &Report{Machine: machine(), Settings: Settings{Concurrency: o.Concurrency, Accounts: o.Accounts,
 		FailShare: o.FailShare, InsufficientShare: o.InsufficientShare, JSSync: o.JSSync, Replicas: o.Replicas,
-		Coordinators: o.Coordinators, Workers: o.Workers}}
+		MaxAgeSeconds: o.MaxAge.Seconds(),
+		Coordinators:  o.Coordinators, Workers: o.Workers}}
 	if o.Duration > 0 {
 		r.Settings.DurationSeconds = o.Duration.Seconds()
 	} else {
@@ -333,7 +343,10 @@ func (e *env) setup(ctx context.Context) error {
 	// A fresh namespace per run, so that a run against a shared server
 	// starts from empty streams; removed at the end.
 	e.ns, _ = events.NewNamespace("bench" + randomHex(4))
-	sopts := events.StreamOptions{Replicas: o.Replicas}
+	sopts := events.StreamOptions{Replicas: o.Replicas, MaxAge: o.MaxAge}
+	if o.MaxAge > 0 {
+		sopts.Duplicates = min(events.DefaultDuplicates, o.MaxAge)
+	}
 	if err := orchestrator.EnsureStreams(ctx, e.js, e.ns, sopts); err != nil {
 		return err
 	}
@@ -754,7 +767,7 @@ func (e *env) load(ctx context.Context) error {
 		r.CPUmsPerSaga = r.CPUSeconds * 1000 / n
 	}
 	e.progress("load done: %d sagas in %.1fs; reading back timelines…", len(transfers), r.Seconds)
-	if r.Hops, err = e.hops(ctx, client, transfers); err != nil {
+	if r.Hops, err = e.hops(ctx, transfers); err != nil {
 		return fmt.Errorf("hop breakdown: %w", err)
 	}
 	e.progress("checking invariants…")

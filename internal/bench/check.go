@@ -42,10 +42,11 @@ func (e *env) check(ctx context.Context, client *orchestrator.Client, ts []*tran
 		if t.id == "" {
 			continue // the plan did not build: nothing was published
 		}
-		in = append(in, invariants.Transfer{ID: t.id, From: t.from, To: t.to, Amount: t.amount, Unacked: t.unacked})
+		in = append(in, invariants.Transfer{ID: t.id, From: t.from, To: t.to, Amount: t.amount, Unacked: t.unacked, Final: t.status})
 	}
 	rep, err := invariants.Check(ctx, invariants.Config{Client: client, BankA: e.poolA, BankB: e.poolB,
-		InitialA: initial, InitialB: initial, Transfers: in, MaxViolations: maxReported})
+		InitialA: initial, InitialB: initial, Transfers: in, MaxViolations: maxReported,
+		AllowExpired: e.o.MaxAge > 0})
 	if err != nil {
 		add("invariant check: " + err.Error())
 		return errs

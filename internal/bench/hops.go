@@ -2,12 +2,14 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
-	"github.com/jetsaga/jetsaga/events"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/examples/bank"
 	"github.com/jetsaga/jetsaga/orchestrator"
 )
 
@@ -24,11 +26,30 @@ type Hop struct {
 	MedianMs float64 `json:"median_ms"`
 }
 
-// hops reads back the timelines of up to hopSample committed sagas, spread
-// over the run, and returns the median of each hop. Sagas whose timeline
-// differs from the most common committed shape (retries, redeliveries) are
+// hopPoint is one point of a committed transfer: a message read back by
+// subject (the last one, where a step was retried), or the state's write.
+type hopPoint struct {
+	label   string
+	stream  func(*env) string
+	subject func(*env, string) string
+}
+
+var hopPoints = []hopPoint{
+	{"start stored", (*env).sagasStream, func(e *env, id string) string { return e.ns.Start(id) }},
+	{"command to " + bank.BankA + " stored", (*env).commandsStream, func(e *env, id string) string { return e.ns.Command(bank.BankA, id) }},
+	{"outcome of " + bank.BankA + " stored", (*env).sagasStream, func(e *env, id string) string { return e.ns.Event(bank.BankA, id) }},
+	{"command to " + bank.BankB + " stored", (*env).commandsStream, func(e *env, id string) string { return e.ns.Command(bank.BankB, id) }},
+	{"outcome of " + bank.BankB + " stored", (*env).sagasStream, func(e *env, id string) string { return e.ns.Event(bank.BankB, id) }},
+}
+
+func (e *env) sagasStream() string    { return e.ns.SagasStream() }
+func (e *env) commandsStream() string { return e.ns.CommandsStream() }
+
+// hops reads back up to hopSample committed sagas, spread over the run, by
+// direct gets (cheap whatever the streams hold), and returns the median of
+// each hop. Sagas that expired (a run longer than the streams' max age) are
 // left out.
-func (e *env) hops(ctx context.Context, client *orchestrator.Client, ts []*transfer) ([]Hop, error) {
+func (e *env) hops(ctx context.Context, ts []*transfer) ([]Hop, error) {
 	var committed []*transfer
 	for _, t := range ts {
 		if t.err == nil && t.status == orchestrator.Committed {
@@ -38,68 +59,64 @@ func (e *env) hops(ctx context.Context, client *orchestrator.Client, ts []*trans
 	if len(committed) == 0 {
 		return nil, nil
 	}
-	step := max(1, len(committed)/hopSample)
+	streams := map[string]jetstream.Stream{}
+	for _, name := range []string{e.sagasStream(), e.commandsStream()} {
+		s, err := e.js.Stream(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		streams[name] = s
+	}
 	bucket, err := e.js.KeyValue(ctx, e.ns.StateBucket())
 	if err != nil {
 		return nil, err
 	}
-	byShape := map[string][][]time.Duration{}
-	var labelsOf = map[string][]string{}
+	labels := []string{"Start called"}
+	for _, p := range hopPoints {
+		labels = append(labels, p.label)
+	}
+	labels = append(labels, "terminal state written", "Wait returned")
+	var samples [][]time.Duration
+	step := max(1, len(committed)/hopSample)
+sample:
 	for i := 0; i < len(committed); i += step {
 		t := committed[i]
-		tl, err := client.Timeline(ctx, t.id)
-		if err != nil {
-			return nil, fmt.Errorf("timeline of saga %s: %w", t.id, err)
+		points := []time.Time{t.begin}
+		for _, p := range hopPoints {
+			m, err := streams[p.stream(e)].GetLastMsgForSubject(ctx, p.subject(e, t.id))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue sample // expired
+			}
+			if err != nil {
+				return nil, fmt.Errorf("saga %s: %w", t.id, err)
+			}
+			points = append(points, m.Time)
 		}
 		entry, err := bucket.Get(ctx, t.id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // expired
+		}
 		if err != nil {
 			return nil, fmt.Errorf("state of saga %s: %w", t.id, err)
 		}
-		labels := []string{"Start called"}
-		points := []time.Time{t.begin}
-		for _, m := range tl {
-			labels = append(labels, pointLabel(e.ns, m))
-			points = append(points, m.Time)
-		}
-		labels = append(labels, "terminal state written", "Wait returned")
 		points = append(points, entry.Created(), t.begin.Add(t.latency))
-		shape := strings.Join(labels, "|")
 		d := make([]time.Duration, len(points)-1)
 		for k := range d {
 			d[k] = points[k+1].Sub(points[k])
 		}
-		byShape[shape] = append(byShape[shape], d)
-		labelsOf[shape] = labels
+		samples = append(samples, d)
 	}
-	var best string
-	for shape, ds := range byShape {
-		if len(ds) > len(byShape[best]) || (len(ds) == len(byShape[best]) && shape < best) {
-			best = shape
-		}
+	if len(samples) == 0 {
+		return nil, nil
 	}
-	labels, ds := labelsOf[best], byShape[best]
 	out := make([]Hop, len(labels)-1)
-	col := make([]time.Duration, len(ds))
+	col := make([]time.Duration, len(samples))
 	for k := range out {
-		for i, d := range ds {
+		for i, d := range samples {
 			col[i] = d[k]
 		}
 		sort.Slice(col, func(a, b int) bool { return col[a] < col[b] })
 		out[k] = Hop{From: labels[k], To: labels[k+1], MedianMs: percentile(col, 0.5)}
 	}
 	return out, nil
-}
-
-// pointLabel names a timeline message: its kind, and for commands and
-// outcomes the participant and the op.
-func pointLabel(ns events.Namespace, m orchestrator.TimelineEntry) string {
-	sub, _ := ns.Parse(m.Subject)
-	switch m.Kind {
-	case events.KindCommand:
-		return fmt.Sprintf("command to %s stored", sub.Participant)
-	case events.KindEvent:
-		return fmt.Sprintf("outcome of %s stored", sub.Participant)
-	default:
-		return fmt.Sprintf("%s stored", m.Kind)
-	}
 }

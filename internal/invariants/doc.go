@@ -12,7 +12,10 @@
 //
 //   - every start leads to a saga findable by its id, holding the plan that
 //     was started (a start that was never acknowledged may have been lost: if
-//     no saga has its id, nothing of it may exist in the banks either);
+//     no saga has its id, nothing of it may exist in the banks either; with
+//     Config.AllowExpired, a finished saga that a run longer than the
+//     streams' max age let expire is checked against the status the load
+//     saw, Transfer.Final, and its barrier rows);
 //   - every saga is terminal: committed or compensated; parked only when the
 //     caller allows it (Config.AllowParked), and then with a reason;
 //   - the barrier rows agree with the final states: a committed saga's

@@ -61,6 +61,10 @@ type Transfer struct {
 	// checked like any other; if not, nothing of it may exist in the banks.
 	// Default false: the start was acknowledged, so the saga must exist.
 	Unacked bool
+	// Final is the terminal status the load saw (Client.Wait), or "". With
+	// Config.AllowExpired, a saga that no longer exists is checked against
+	// it and the barrier rows instead of its state.
+	Final orchestrator.Status
 }
 
 // Config is the input of [Check]. Client, BankA, BankB, InitialA and
@@ -77,6 +81,12 @@ type Config struct {
 	// Transfers are the sagas the load started. Default none (then the
 	// balances must be unchanged).
 	Transfers []Transfer
+	// AllowExpired accepts that a finished saga (Transfer.Final committed
+	// or compensated) no longer exists: the run outlasted the streams' max
+	// age, so its messages and state expired. Its effect on the balances is
+	// then checked against Final and the barrier rows. Default false: every
+	// acknowledged start must lead to a saga that is found.
+	AllowExpired bool
 	// AllowParked accepts parked sagas, each with a reason; their effect on
 	// the balances is read from the barrier rows, and the money they hold in
 	// flight (debited, not credited) is allowed out of the total. Default
@@ -168,6 +178,9 @@ type Report struct {
 	NotStarted int
 	// Missing counts acknowledged starts without a saga (each a violation).
 	Missing int
+	// Expired counts finished sagas that no longer exist, checked against
+	// their final status and barrier rows (Config.AllowExpired).
+	Expired int
 	// NotTerminal counts sagas in any other status (each a violation unless
 	// parked and allowed).
 	NotTerminal int
@@ -290,6 +303,20 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		what := fmt.Sprintf("saga %s (%s from %s:%d to %s:%d)", t.ID, t.Amount, bank.BankA, t.From, bank.BankB, t.To)
 		st := states[i]
+		if st == nil && cfg.AllowExpired && (t.Final == orchestrator.Committed || t.Final == orchestrator.Compensated) {
+			// Expired: the barrier rows must say what the load saw.
+			r.Expired++
+			applied := t.Final == orchestrator.Committed
+			if debit.applied() != applied || credit.applied() != applied {
+				fail("%s ended %s (its state has expired) but the barrier rows are %s debit %s, %s credit %s",
+					what, t.Final, bank.BankA, debit, bank.BankB, credit)
+			}
+			if applied {
+				wantA[t.From] -= t.Amount
+				wantB[t.To] += t.Amount
+			}
+			continue
+		}
 		if st == nil {
 			if !t.Unacked {
 				r.Missing++

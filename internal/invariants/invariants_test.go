@@ -392,3 +392,48 @@ func TestReportErr(t *testing.T) {
 		t.Fatal(fmt.Sprint("unexpected wrapped error: ", errors.Unwrap(err)))
 	}
 }
+
+// TestCheckExpired: sagas whose messages and state expired are checked
+// against the status the load saw and their barrier rows, when allowed.
+func TestCheckExpired(t *testing.T) {
+	b := setup(t)
+	ok := b.transfer(2, 3, 12_34)      // committed
+	abnormal := b.transfer(3, 1, 5_00) // compensated
+	b.stop()
+	ctx := context.Background()
+	// Expire both as JetStream would: the start messages leave the stream,
+	// the states the bucket.
+	sagas, err := b.js.Stream(ctx, events.Default.SagasStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := b.js.KeyValue(ctx, events.Default.StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{ok.ID, abnormal.ID} {
+		if err := sagas.Purge(ctx, jetstream.WithPurgeSubject(events.Default.Start(id))); err != nil {
+			t.Fatal(err)
+		}
+		if err := kv.Purge(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok.Final, abnormal.Final = orchestrator.Committed, orchestrator.Compensated
+	ts := []invariants.Transfer{ok, abnormal}
+
+	wantViolation(t, b.check(b.config(ts)), ok.ID, "no saga has this id")
+	cfg := b.config(ts)
+	cfg.AllowExpired = true
+	r := b.check(cfg)
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Expired != 2 || r.Missing != 0 {
+		t.Fatalf("expired %d, missing %d", r.Expired, r.Missing)
+	}
+	// What the load saw disagrees with the barrier rows.
+	ts[0].Final = orchestrator.Compensated
+	cfg.Transfers = ts
+	wantViolation(t, b.check(cfg), ok.ID, "ended compensated (its state has expired) but the barrier rows are")
+}
