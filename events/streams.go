@@ -113,23 +113,22 @@ func (n Namespace) CommandsStreamConfig(o StreamOptions) jetstream.StreamConfig 
 	}
 }
 
-// StateMarkerTTL is how long the state bucket keeps the marker JetStream
-// leaves where an expired key was.
-const StateMarkerTTL = time.Minute
-
 // StateBucketConfig is the configuration of the saga state bucket. Its keys
-// are saga ids; its values are the coordinator's encoded states. It allows
-// per-key TTLs: a finished saga's state is written with the streams' max age
-// as its TTL, so the bucket holds running and parked sagas, and finished ones
-// only as long as the streams keep their messages.
+// are saga ids; its values are the coordinator's encoded states. The
+// orchestrator also lets the bucket's stream (StateBucketStream) take
+// per-message TTLs, without subject delete markers: a finished saga's state
+// is written with a TTL, so the bucket holds running and parked sagas, and
+// finished ones only a little longer than the streams keep their messages.
 func (n Namespace) StateBucketConfig(o StreamOptions) jetstream.KeyValueConfig {
 	o = o.withDefaults()
 	return jetstream.KeyValueConfig{
-		Bucket:         n.StateBucket(),
-		Description:    "jetsaga saga states, one key per saga",
-		History:        1,
-		Storage:        jetstream.FileStorage,
-		Replicas:       o.Replicas,
-		LimitMarkerTTL: StateMarkerTTL,
+		Bucket:      n.StateBucket(),
+		Description: "jetsaga saga states, one key per saga",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
 	}
 }
+
+// BucketStream is the name of the stream behind a key-value bucket.
+func BucketStream(bucket string) string { return "KV_" + bucket }

@@ -63,6 +63,9 @@ func WriteStates(ctx context.Context, js jetstream.JetStream, ns events.Namespac
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", ns.SagasStream(), err)
 	}
+	if err := allowKeyTTLs(ctx, js, kv.Bucket()); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", kv.Bucket(), err)
+	}
 	w, _, err := newStateWriter(ctx, js, kv, sagas.CachedInfo().Config.MaxAge)
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", kv.Bucket(), err)

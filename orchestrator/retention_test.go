@@ -103,15 +103,15 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 	}
 }
 
-// TestEnsureStreamsEnablesStateTTL: a state bucket created before jetsaga
-// used per-key TTLs is updated to allow them.
+// TestEnsureStreamsEnablesStateTTL: a state bucket created without per-key
+// TTLs (as jetsaga did before it expired finished sagas) is updated to allow
+// them, without delete markers.
 func TestEnsureStreamsEnablesStateTTL(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
 	_, js := testenv.Connect(t, srv.URL())
 	ctx := context.Background()
 	old := events.Default.StateBucketConfig(events.StreamOptions{})
-	old.LimitMarkerTTL = 0
 	if _, err := js.CreateKeyValue(ctx, old); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,11 @@ func TestEnsureStreamsEnablesStateTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	bs := st.(*jetstream.KeyValueBucketStatus)
-	if !bs.StreamInfo().Config.AllowMsgTTL || bs.LimitMarkerTTL() != events.StateMarkerTTL {
-		t.Fatalf("bucket: AllowMsgTTL %v, marker TTL %v", bs.StreamInfo().Config.AllowMsgTTL, bs.LimitMarkerTTL())
+	if !bs.StreamInfo().Config.AllowMsgTTL || bs.LimitMarkerTTL() != 0 {
+		t.Fatalf("bucket: AllowMsgTTL %v, marker TTL %v; want TTLs without markers", bs.StreamInfo().Config.AllowMsgTTL, bs.LimitMarkerTTL())
+	}
+	// Ensuring again changes nothing.
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -24,24 +24,48 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, ns events.Namesp
 		}
 	}
 	want := ns.StateBucketConfig(opts)
-	kv, err := js.KeyValue(ctx, want.Bucket)
+	_, err := js.KeyValue(ctx, want.Bucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
-		_, err = js.CreateKeyValue(ctx, want)
+		if _, err = js.CreateKeyValue(ctx, want); errors.Is(err, jetstream.ErrBucketExists) {
+			err = nil // created meanwhile by another instance
+		}
 	case err == nil:
-		var st jetstream.KeyValueStatus
-		if st, err = kv.Status(ctx); err == nil {
-			bs, ok := st.(*jetstream.KeyValueBucketStatus)
-			if !ok || bs.StreamInfo().Config.Replicas != want.Replicas || bs.StreamInfo().Config.MaxMsgsPerSubject != int64(want.History) ||
-				bs.LimitMarkerTTL() != want.LimitMarkerTTL {
-				_, err = js.UpdateKeyValue(ctx, want)
+		// Update the bucket's stream itself: UpdateKeyValue would rebuild
+		// its configuration and try to turn the per-message TTLs off.
+		var s jetstream.Stream
+		if s, err = js.Stream(ctx, events.BucketStream(want.Bucket)); err == nil {
+			cfg := s.CachedInfo().Config
+			if cfg.Replicas != want.Replicas || cfg.MaxMsgsPerSubject != int64(want.History) {
+				cfg.Replicas, cfg.MaxMsgsPerSubject = want.Replicas, int64(want.History)
+				_, err = js.UpdateStream(ctx, cfg)
 			}
 		}
+	}
+	if err == nil {
+		err = allowKeyTTLs(ctx, js, want.Bucket)
 	}
 	if err != nil {
 		return fmt.Errorf("ensure bucket %s: %w", want.Bucket, err)
 	}
 	return nil
+}
+
+// allowKeyTTLs lets a bucket's stream take per-message TTLs, without subject
+// delete markers: nobody needs to learn that a finished saga expired, and a
+// marker would cost one more write per saga.
+func allowKeyTTLs(ctx context.Context, js jetstream.JetStream, bucket string) error {
+	s, err := js.Stream(ctx, events.BucketStream(bucket))
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.AllowMsgTTL {
+		return nil
+	}
+	cfg.AllowMsgTTL = true
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
