@@ -192,30 +192,29 @@
 //
 // BenchmarkSteps measures steps per second through the whole path: commands
 // published (asynchronously) to JetStream, consumed, one transaction each
-// (barrier insert, savepoint, a balance update, barrier result, outbox row,
-// fsync'd commit), double-acked, outcomes relayed and stored in the sagas
-// stream; the clock stops when the last outcome is stored. (These figures
-// predate outcomes sent from the barrier row instead of the outbox.) Medians of
-// -count 3 with -benchtime 4000x on the project's 2-core AMD EPYC machine,
-// shared with other work (load average 1.3-3.2 during the runs, so single
-// runs vary by ±20%), PostgreSQL 15 with fsync and synchronous_commit on,
+// (barrier insert, savepoint, a balance update, barrier result, fsync'd
+// commit), the outcome published and stored in the sagas stream, the
+// command double-acked; the clock stops when the last outcome is stored.
+// Medians of -count 3 with -benchtime 4000x on the project's 2-core AMD EPYC
+// VM (GOMAXPROCS 2), PostgreSQL 15 with fsync and synchronous_commit on,
 // embedded nats-server 2.15 with file storage, everything on loopback:
 //
 //	concurrency  JetStream sync default  JetStream sync always
-//	1            1,012 steps/s           830 steps/s
-//	16           2,711 steps/s           1,407 steps/s
-//	64           2,450 steps/s           1,104 steps/s
+//	1            1,120 steps/s           700 steps/s
+//	16           3,321 steps/s           1,318 steps/s
+//	64           3,064 steps/s           1,279 steps/s
 //
 // With "sync always" every step costs two fsync'd JetStream writes (its
-// command and its outcome) on top of PostgreSQL's commit; the stream's
-// single writer is then the ceiling, and more concurrency only adds
-// contention. With the default sync interval the two cores saturate around
-// 16 concurrent steps. One CPU profile of the hot path (c=16) showed the
-// process mostly in network system calls; the two wasteful things it
-// revealed were fixed: a pull of only Concurrency messages per fetch (now
-// MaxAckPending; the c=1 median went from 604 to 1,012 steps/s, on this
-// noisy machine) and a barrier read on every action (now only for
-// duplicates).
+// command and its outcome) on top of PostgreSQL's commit, and nats-server
+// fsyncs each message of a stream in turn; more concurrency then only adds
+// contention. Against the outbox relay this runtime used before (outcomes
+// written to an outbox row, published by the relay): default sync 1,012 /
+// 2,711 / 2,450 and always 830 / 1,407 / 1,104 steps/s on the same machine.
+// Publishing from the step costs at concurrency 1 with "always" (the step
+// now waits for its outcome's fsync before it takes the next command, where
+// the relay published in the background) and gains elsewhere; for whole
+// sagas it removes a hop and the relay's transactions (see README,
+// Performance).
 //
 // Run it with
 //
