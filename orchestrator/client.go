@@ -286,7 +286,7 @@ func (c *Client) dispatch(w jetstream.KeyWatcher) {
 	defer c.wg.Done()
 	for e := range w.Updates() {
 		if e == nil || e.Operation() != jetstream.KeyValuePut {
-			continue // the end of the initial values; an expired finished saga
+			continue // the end of the initial values; a deleted or purged key
 		}
 		c.mu.Lock()
 		for ch := range c.waiters[e.Key()] {
