@@ -20,9 +20,9 @@ import (
 )
 
 // TestCrashBetweenCommitAndAck closes the participant's NATS connection
-// right after the step committed, before the ack (and before its relay could
-// publish): the command comes back to a second instance, which must neither
-// apply it again nor publish its outcome twice.
+// right after the step committed, before its outcome was published and the
+// command acked: the command comes back to a second instance, which must not
+// apply it again and sends the outcome its barrier row recorded, once.
 func TestCrashBetweenCommitAndAck(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -72,6 +72,56 @@ func TestCrashBetweenCommitAndAck(t *testing.T) {
 	}
 	if os := b.outcomes(t, "s1"); len(os) != 1 {
 		t.Fatalf("%d outcome messages on %s, want 1", len(os), b.ns.Event(testName, "s1"))
+	}
+}
+
+// TestOutcomeResentWhenThePublishFails: the step commits but its outcome
+// cannot be stored (the sagas stream is gone). The command is not acked; it
+// comes back, the barrier recognises it and the recorded outcome is sent
+// again until it is stored; the handler runs once.
+func TestOutcomeResentWhenThePublishFails(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	b.l.setHook(func(ctx context.Context, info StepInfo) error {
+		if info.Delivered == 1 {
+			return b.js.DeleteStream(ctx, b.ns.SagasStream())
+		}
+		return nil
+	})
+	start(t, p)
+	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
+	b.send(t, c)
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		cons, err := b.js.Consumer(t.Context(), b.ns.CommandsStream(), p.ConsumerConfig().Durable)
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if info.Delivered.Consumer < 3 {
+			return fmt.Errorf("delivered %d times, want at least 3 (the outcome failed twice)", info.Delivered.Consumer)
+		}
+		return nil
+	})
+	if got := b.l.balance(t, "alice"); got != 70 {
+		t.Fatalf("balance while the outcome cannot be sent = %d, want 70 (committed)", got)
+	}
+	if err := participanttest.CreateStreams(t.Context(), b.js, b.ns, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if o := b.wait(t, c); o.Status != events.Succeeded {
+		t.Fatalf("outcome = %+v, want succeeded", o.Outcome)
+	}
+	b.settled(t, p)
+	if got := b.l.calls["Withdraw"].Load(); got != 1 {
+		t.Fatalf("Withdraw ran %d times, want 1", got)
+	}
+	if got := b.l.balance(t, "alice"); got != 70 {
+		t.Fatalf("balance = %d, want 70", got)
 	}
 }
 
