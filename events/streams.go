@@ -115,7 +115,7 @@ func (n Namespace) CommandsStreamConfig(o StreamOptions) jetstream.StreamConfig 
 
 // StateBucketConfig is the configuration of the saga state bucket. Its keys
 // are saga ids; its values are the coordinator's encoded states. The
-// orchestrator also lets the bucket's stream (StateBucketStream) take
+// orchestrator also lets the bucket's stream (BucketStream) take
 // per-message TTLs, without subject delete markers: a finished saga's state
 // is written with a TTL, so the bucket holds running and parked sagas, and
 // finished ones only a little longer than the streams keep their messages.

@@ -139,12 +139,13 @@ func (c *Coordinator) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orchestrator: stream %s: %w", c.ns.SagasStream(), err)
 	}
-	// A finished saga's state lives as long as its messages.
-	states, ttlOK, err := newStateWriter(ctx, c.js, kv, sagas.CachedInfo().Config.MaxAge)
+	// A finished saga's state lives a little longer than its messages.
+	ttlAllowed, err := bucketAllowsTTL(ctx, kv)
 	if err != nil {
 		return fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
 	}
-	if !ttlOK {
+	states := newStateWriter(c.js, kv, sagas.CachedInfo().Config.MaxAge, ttlAllowed)
+	if !ttlAllowed {
 		c.log.Warn("coordinator: the state bucket does not allow per-key TTLs, so finished sagas' states are kept forever; start a coordinator that ensures the streams (or run orchestrator.EnsureStreams) to update it",
 			"bucket", c.ns.StateBucket())
 	}

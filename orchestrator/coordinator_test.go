@@ -43,9 +43,9 @@ func setup(t *testing.T) *bundle {
 
 // runCoordinator runs a coordinator until the returned stop is called (or
 // the test ends).
-func (b *bundle) runCoordinator(js jetstream.JetStream) (stop func(), c *orchestrator.Coordinator) {
+func (b *bundle) runCoordinator(js jetstream.JetStream, options ...func(*orchestrator.Config)) (stop func(), c *orchestrator.Coordinator) {
 	b.t.Helper()
-	stopErr, c := b.startCoordinator(js)
+	stopErr, c := b.startCoordinator(js, options...)
 	stop = func() {
 		if err := stopErr(); err != nil {
 			b.t.Errorf("coordinator: %v", err)
@@ -56,10 +56,14 @@ func (b *bundle) runCoordinator(js jetstream.JetStream) (stop func(), c *orchest
 }
 
 // startCoordinator runs a coordinator; stop returns what Run returned.
-func (b *bundle) startCoordinator(js jetstream.JetStream) (stop func() error, c *orchestrator.Coordinator) {
+// Options, if any, change its configuration.
+func (b *bundle) startCoordinator(js jetstream.JetStream, options ...func(*orchestrator.Config)) (stop func() error, c *orchestrator.Coordinator) {
 	b.t.Helper()
-	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: js, Workers: 16,
-		AckWait: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	cfg := orchestrator.Config{JetStream: js, Workers: 16, AckWait: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)}
+	for _, o := range options {
+		o(&cfg)
+	}
+	c, err := orchestrator.NewCoordinator(cfg)
 	if err != nil {
 		b.t.Fatal(err)
 	}

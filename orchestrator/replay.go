@@ -45,7 +45,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bu
 	}
 	cfg := ns.StateBucketConfig(opts)
 	cfg.Bucket = bucket
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	kv, err := openOrCreateBucket(ctx, js, cfg)
 	if err != nil {
 		return 0, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
@@ -56,20 +56,18 @@ func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bu
 }
 
 // WriteStates writes states (as Fold returns them) into kv, whatever its
-// keys hold, and returns them encoded. A finished saga's state gets the
-// sagas stream's max age as its TTL, as the coordinator writes it.
+// keys hold, and returns them encoded. A finished saga's state gets its TTL
+// (FinishedStateTTL of the sagas stream's max age), as the coordinator
+// writes it.
 func WriteStates(ctx context.Context, js jetstream.JetStream, ns events.Namespace, kv jetstream.KeyValue, states map[string]*State) (map[string][]byte, error) {
 	sagas, err := js.Stream(ctx, ns.SagasStream())
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", ns.SagasStream(), err)
 	}
-	if err := allowKeyTTLs(ctx, js, kv.Bucket()); err != nil {
+	if err := fitBucketStream(ctx, js, kv.Bucket(), nil); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", kv.Bucket(), err)
 	}
-	w, _, err := newStateWriter(ctx, js, kv, sagas.CachedInfo().Config.MaxAge)
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", kv.Bucket(), err)
-	}
+	w := newStateWriter(js, kv, sagas.CachedInfo().Config.MaxAge, true)
 	encoded := make(map[string][]byte, len(states))
 	for id, st := range states {
 		data, err := EncodeState(st)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -16,26 +15,14 @@ import (
 )
 
 // TestFinishedStateExpiresWithTheStreams: a finished saga's state is written
-// with the streams' max age as its TTL and leaves the bucket with its
-// messages; a running saga's state stays.
+// with a TTL a little longer than the streams' max age and leaves the bucket
+// after its messages; a running saga's state stays.
 func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	streams := events.StreamOptions{MaxAge: 3 * time.Second, Duplicates: time.Second}
-	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: b.js, Streams: streams, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator: %v", err)
-		}
-	})
+	b.runCoordinator(b.js, func(c *orchestrator.Config) { c.Streams = streams })
 	b.respond("bank-a", ok)
 	b.respond("bank-b", func(c events.Command) decision { return decision{drop: c.SagaID == "running"} })
 	for _, id := range []string{"done", "running"} {
@@ -44,7 +31,7 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 		}
 	}
 	b.wait("done", orchestrator.Committed)
-	kvStream, err := b.js.Stream(ctx, "KV_"+events.Default.StateBucket())
+	kvStream, err := b.js.Stream(ctx, events.BucketStream(events.Default.StateBucket()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,5 +120,34 @@ func TestEnsureStreamsEnablesStateTTL(t *testing.T) {
 	// Ensuring again changes nothing.
 	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReplayIntoTheLiveBucket: Replay repairs the live bucket, which allows
+// per-key TTLs, and keeps them.
+func TestReplayIntoTheLiveBucket(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	if _, err := b.client.Start(ctx, transferPlan("done")); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("done", orchestrator.Committed)
+	n, err := orchestrator.Replay(ctx, b.js, events.Default, events.Default.StateBucket(), events.StreamOptions{})
+	if err != nil || n != 1 {
+		t.Fatalf("Replay = %d, %v; want 1 saga rebuilt", n, err)
+	}
+	s, err := b.js.Stream(ctx, events.BucketStream(events.Default.StateBucket()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.CachedInfo().Config.AllowMsgTTL {
+		t.Fatal("the live bucket lost its per-key TTLs")
+	}
+	if st, err := b.client.Get(ctx, "done"); err != nil || st.Status != orchestrator.Committed {
+		t.Fatalf("after replay: %+v, %v", st, err)
 	}
 }

@@ -24,26 +24,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, ns events.Namesp
 		}
 	}
 	want := ns.StateBucketConfig(opts)
-	_, err := js.KeyValue(ctx, want.Bucket)
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-		if _, err = js.CreateKeyValue(ctx, want); errors.Is(err, jetstream.ErrBucketExists) {
-			err = nil // created meanwhile by another instance
-		}
-	case err == nil:
-		// Update the bucket's stream itself: UpdateKeyValue would rebuild
-		// its configuration and try to turn the per-message TTLs off.
-		var s jetstream.Stream
-		if s, err = js.Stream(ctx, events.BucketStream(want.Bucket)); err == nil {
-			cfg := s.CachedInfo().Config
-			if cfg.Replicas != want.Replicas || cfg.MaxMsgsPerSubject != int64(want.History) {
-				cfg.Replicas, cfg.MaxMsgsPerSubject = want.Replicas, int64(want.History)
-				_, err = js.UpdateStream(ctx, cfg)
-			}
-		}
-	}
+	_, err := openOrCreateBucket(ctx, js, want)
 	if err == nil {
-		err = allowKeyTTLs(ctx, js, want.Bucket)
+		err = fitBucketStream(ctx, js, want.Bucket, &want)
 	}
 	if err != nil {
 		return fmt.Errorf("ensure bucket %s: %w", want.Bucket, err)
@@ -51,21 +34,50 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, ns events.Namesp
 	return nil
 }
 
-// allowKeyTTLs lets a bucket's stream take per-message TTLs, without subject
-// delete markers: nobody needs to learn that a finished saga expired, and a
-// marker would cost one more write per saga.
-func allowKeyTTLs(ctx context.Context, js jetstream.JetStream, bucket string) error {
+// openOrCreateBucket returns the bucket cfg names, creating it if missing.
+func openOrCreateBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if kv, err = js.CreateKeyValue(ctx, cfg); errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket) // created meanwhile by another instance
+		}
+	}
+	return kv, err
+}
+
+// fitBucketStream makes a bucket's stream take per-message TTLs, without
+// subject delete markers (nobody needs to learn that a finished saga
+// expired, and a marker would cost one more write per saga), and, if want is
+// set, want's replicas and history. It updates the stream itself, in one
+// update and only when something differs: UpdateKeyValue would rebuild the
+// stream's configuration and try to turn the TTLs off, which JetStream
+// refuses.
+func fitBucketStream(ctx context.Context, js jetstream.JetStream, bucket string, want *jetstream.KeyValueConfig) error {
 	s, err := js.Stream(ctx, events.BucketStream(bucket))
 	if err != nil {
 		return err
 	}
-	cfg := s.CachedInfo().Config
-	if cfg.AllowMsgTTL {
+	have := s.CachedInfo().Config
+	cfg := have
+	cfg.AllowMsgTTL = true
+	if want != nil {
+		cfg.Replicas, cfg.MaxMsgsPerSubject = want.Replicas, int64(want.History)
+	}
+	if cfg.AllowMsgTTL == have.AllowMsgTTL && cfg.Replicas == have.Replicas && cfg.MaxMsgsPerSubject == have.MaxMsgsPerSubject {
 		return nil
 	}
-	cfg.AllowMsgTTL = true
 	_, err = js.UpdateStream(ctx, cfg)
 	return err
+}
+
+// bucketAllowsTTL reports whether kv's stream takes per-message TTLs.
+func bucketAllowsTTL(ctx context.Context, kv jetstream.KeyValue) (bool, error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return false, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	return ok && bs.StreamInfo().Config.AllowMsgTTL, nil
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {

@@ -34,62 +34,65 @@ func FinishedStateTTL(maxAge time.Duration) time.Duration {
 }
 
 // newStateWriter returns a writer for the bucket behind kv, for streams that
-// keep messages maxAge. Finished states get FinishedStateTTL(maxAge) if the
-// bucket allows per-key TTLs (ok false otherwise: a bucket created before
-// jetsaga used them, until EnsureStreams updates it).
-func newStateWriter(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, maxAge time.Duration) (w *stateWriter, ok bool, err error) {
-	ttl := FinishedStateTTL(maxAge)
-	w = &stateWriter{js: js, kv: kv, prefix: "$KV." + kv.Bucket() + "."}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, false, err
+// keep messages maxAge. Finished states get FinishedStateTTL(maxAge) if
+// ttlAllowed (the bucket's stream takes per-message TTLs).
+func newStateWriter(js jetstream.JetStream, kv jetstream.KeyValue, maxAge time.Duration, ttlAllowed bool) *stateWriter {
+	w := &stateWriter{js: js, kv: kv, prefix: "$KV." + kv.Bucket() + "."}
+	if ttlAllowed {
+		w.ttl = FinishedStateTTL(maxAge)
 	}
-	if bs, isBucket := st.(*jetstream.KeyValueBucketStatus); isBucket && bs.StreamInfo().Config.AllowMsgTTL {
-		w.ttl = ttl
+	return w
+}
+
+// ttlOf is the TTL st is written with: none unless it is finished.
+func (w *stateWriter) ttlOf(st *State) time.Duration {
+	if st.Status.Terminal() {
+		return w.ttl
 	}
-	return w, w.ttl > 0 || ttl <= 0, nil
+	return 0
 }
 
 // put writes data as the state of saga id, expecting revision rev (0: no
 // key, or a deleted one). It returns the new revision, or
 // jetstream.ErrKeyExists / jetstream.ErrKeyRevisionMismatch on a conflict.
 func (w *stateWriter) put(ctx context.Context, id string, st *State, data []byte, rev uint64) (uint64, error) {
-	ttl := time.Duration(0)
-	if st.Status.Terminal() {
-		ttl = w.ttl
-	}
-	switch {
-	case rev == 0 && ttl > 0:
-		return w.kv.Create(ctx, id, data, jetstream.KeyTTL(ttl))
-	case rev == 0:
-		return w.kv.Create(ctx, id, data)
-	case ttl == 0:
-		return w.kv.Update(ctx, id, data, rev)
-	}
-	// KeyValue.Update takes no TTL: publish the revision as Update does.
-	m := nats.NewMsg(w.prefix + id)
-	m.Data = data
-	ack, err := w.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return 0, jetstream.ErrKeyRevisionMismatch
+	ttl := w.ttlOf(st)
+	if rev == 0 {
+		// Create also takes the place of a deleted key.
+		var opts []jetstream.KVCreateOpt
+		if ttl > 0 {
+			opts = append(opts, jetstream.KeyTTL(ttl))
 		}
-		return 0, err
+		return w.kv.Create(ctx, id, data, opts...)
 	}
-	return ack.Sequence, nil
+	// As KeyValue.Update does, which takes no TTL.
+	seq, err := w.publish(ctx, id, data, ttl, jetstream.WithExpectLastSequencePerSubject(rev))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return 0, jetstream.ErrKeyRevisionMismatch
+	}
+	return seq, err
 }
 
 // overwrite writes data as the state of saga id whatever the key holds (a
 // replay rebuilding the bucket).
 func (w *stateWriter) overwrite(ctx context.Context, id string, st *State, data []byte) error {
-	if !st.Status.Terminal() || w.ttl == 0 {
-		_, err := w.kv.Put(ctx, id, data)
-		return err
-	}
+	_, err := w.publish(ctx, id, data, w.ttlOf(st))
+	return err
+}
+
+// publish stores data under key id, with ttl if it is not 0, and returns
+// its revision.
+func (w *stateWriter) publish(ctx context.Context, id string, data []byte, ttl time.Duration, opts ...jetstream.PublishOpt) (uint64, error) {
 	m := nats.NewMsg(w.prefix + id)
 	m.Data = data
-	_, err := w.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(w.ttl))
-	return err
+	if ttl > 0 {
+		opts = append(opts, jetstream.WithMsgTTL(ttl))
+	}
+	ack, err := w.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }

@@ -43,7 +43,7 @@ func (f *natsFlags) open(ctx context.Context, cmdName string) (*session, error) 
 
 // check verifies that the deployment's streams and bucket exist.
 func (s *session) check(ctx context.Context) error {
-	for _, name := range []string{s.ns.SagasStream(), s.ns.CommandsStream(), "KV_" + s.ns.StateBucket()} {
+	for _, name := range []string{s.ns.SagasStream(), s.ns.CommandsStream(), events.BucketStream(s.ns.StateBucket())} {
 		if _, err := s.js.Stream(ctx, name); err != nil {
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
 				return fmt.Errorf("no jetsaga deployment with prefix %q at %s: stream %s does not exist (a coordinator creates it: run 'jetsaga coordinator' or 'jetsaga dev', or check --prefix)",

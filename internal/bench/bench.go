@@ -555,7 +555,7 @@ func (e *env) counters(ctx context.Context) (counters, error) {
 		}
 		c.pgCommits += n
 	}
-	for _, name := range []string{e.ns.SagasStream(), e.ns.CommandsStream(), "KV_" + e.ns.StateBucket()} {
+	for _, name := range []string{e.ns.SagasStream(), e.ns.CommandsStream(), events.BucketStream(e.ns.StateBucket())} {
 		s, err := e.js.Stream(ctx, name)
 		if err != nil {
 			return c, err
