@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/outbox"
 )
 
 // Barrier statuses, as stored in the status column.
@@ -68,8 +69,8 @@ type row struct {
 }
 
 // read reads the row of cmd's step for op into r.
-func (b *barrier) read(ctx context.Context, tx pgx.Tx, cmd *events.Command, op events.Op, r *row) error {
-	err := tx.QueryRow(ctx, b.get, cmd.SagaID, cmd.Step, op).Scan(&r.status, &r.reason, &r.result)
+func (b *barrier) read(ctx context.Context, q outbox.Querier, cmd *events.Command, op events.Op, r *row) error {
+	err := q.QueryRow(ctx, b.get, cmd.SagaID, cmd.Step, op).Scan(&r.status, &r.reason, &r.result)
 	if err != nil {
 		return fmt.Errorf("barrier: read the %s row: %w", op, err)
 	}

@@ -94,11 +94,7 @@ func TestOutcomeResentWhenThePublishFails(t *testing.T) {
 	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
 	b.send(t, c)
 	testenv.CheckFor(t, waitTotal, waitStep, func() error {
-		cons, err := b.js.Consumer(t.Context(), b.ns.CommandsStream(), p.ConsumerConfig().Durable)
-		if err != nil {
-			return err
-		}
-		info, err := cons.Info(t.Context())
+		info, err := b.consumerInfo(t.Context(), p)
 		if err != nil {
 			return err
 		}
@@ -122,6 +118,46 @@ func TestOutcomeResentWhenThePublishFails(t *testing.T) {
 	}
 	if got := b.l.balance(t, "alice"); got != 70 {
 		t.Fatalf("balance = %d, want 70", got)
+	}
+}
+
+// TestSpentBudgetResendsTheRecordedOutcome: a null compensation commits but
+// its outcome cannot be stored until the command's budget is spent; the
+// delivery past the budget sends the outcome the barrier row recorded, null
+// compensation reason included, not "exhausted".
+func TestSpentBudgetResendsTheRecordedOutcome(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.l.seed(t, map[string]int64{"alice": 100})
+	p := b.newParticipant(t, nil, nil)
+	if err := b.js.DeleteStream(t.Context(), b.ns.SagasStream()); err != nil {
+		t.Fatal(err)
+	}
+	start(t, p)
+	const attempts = 2
+	c := cmd("s1", "debit", events.OpUndo, "WithdrawCompensate", "alice", 30)
+	c.Retry = events.RetryPolicy{MaxAttempts: attempts, InitialBackoffMS: 5, MaxBackoffMS: 20}
+	b.send(t, c)
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		info, err := b.consumerInfo(t.Context(), p)
+		if err != nil {
+			return err
+		}
+		if info.Delivered.Consumer < attempts+2 {
+			return fmt.Errorf("delivered %d times, want at least %d (past the budget)", info.Delivered.Consumer, attempts+2)
+		}
+		return nil
+	})
+	if err := participanttest.CreateStreams(t.Context(), b.js, b.ns, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	o := b.wait(t, c)
+	if o.Status != events.Compensated || o.Reason != reasonNullNeverRan {
+		t.Fatalf("outcome = %+v, want compensated with %q", o.Outcome, reasonNullNeverRan)
+	}
+	b.settled(t, p)
+	if got := b.l.calls["WithdrawCompensate"].Load(); got != 0 {
+		t.Fatalf("the compensation handler ran %d times for an action that never ran", got)
 	}
 }
 
@@ -432,11 +468,7 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Fatalf("balance of %s = %d, want 90: every handler in flight commits", a, got)
 		}
 	}
-	c, err := b.js.Consumer(t.Context(), b.ns.CommandsStream(), p.ConsumerConfig().Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(t.Context())
+	info, err := b.consumerInfo(t.Context(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,14 +551,9 @@ func TestExhaustedOutcomeWaitsForTheSagasStream(t *testing.T) {
 	c := cmd("s1", "debit", events.OpDo, "Withdraw", "alice", 30)
 	c.Retry = events.RetryPolicy{MaxAttempts: attempts, InitialBackoffMS: 5, MaxBackoffMS: 20}
 	b.send(t, c)
-	var cons jetstream.Consumer
 	// It keeps coming back while the outcome cannot be sent.
 	testenv.CheckFor(t, waitTotal, waitStep, func() error {
-		var err error
-		if cons, err = b.js.Consumer(t.Context(), b.ns.CommandsStream(), p.ConsumerConfig().Durable); err != nil {
-			return err
-		}
-		info, err := cons.Info(t.Context())
+		info, err := b.consumerInfo(t.Context(), p)
 		if err != nil {
 			return err
 		}
@@ -548,7 +575,7 @@ func TestExhaustedOutcomeWaitsForTheSagasStream(t *testing.T) {
 		t.Fatalf("outcome = %+v", o.Outcome)
 	}
 	testenv.CheckFor(t, waitTotal, waitStep, func() error {
-		info, err := cons.Info(t.Context())
+		info, err := b.consumerInfo(t.Context(), p)
 		if err != nil {
 			return err
 		}

@@ -181,16 +181,21 @@ func (b *bundle) outcomes(t testing.TB, saga string) []participanttest.Outcome {
 	return os
 }
 
+// consumerInfo reads the state of p's durable consumer.
+func (b *bundle) consumerInfo(ctx context.Context, p *Participant) (*jetstream.ConsumerInfo, error) {
+	c, err := b.js.Consumer(ctx, b.ns.CommandsStream(), p.ConsumerConfig().Durable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
+}
+
 // settled waits until the participant's consumer has nothing pending or
 // unacknowledged.
 func (b *bundle) settled(t testing.TB, p *Participant) {
 	t.Helper()
 	testenv.CheckFor(t, waitTotal, waitStep, func() error {
-		c, err := b.js.Consumer(t.Context(), b.ns.CommandsStream(), p.ConsumerConfig().Durable)
-		if err != nil {
-			return err
-		}
-		info, err := c.Info(t.Context())
+		info, err := b.consumerInfo(t.Context(), p)
 		if err != nil {
 			return err
 		}

@@ -294,6 +294,16 @@ func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke i
 	return v
 }
 
+// storedUndoOutcome is the outcome a duplicate compensation re-sends: its
+// reason says whether it was a null one.
+func storedUndoOutcome(r *row) (events.Status, string, json.RawMessage) {
+	reason := ""
+	if r.reason != nil {
+		reason = *r.reason
+	}
+	return events.Compensated, reason, r.result
+}
+
 // storedDoOutcome is the outcome a duplicate action re-sends.
 func storedDoOutcome(r *row) (events.Status, string, json.RawMessage) {
 	reason := ""
@@ -365,10 +375,7 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 	fin := &pgx.Batch{}
 	switch {
 	case !fresh:
-		if undo.reason != nil {
-			o.Reason = *undo.reason
-		}
-		o.Result = undo.result
+		o.Status, o.Reason, o.Result = storedUndoOutcome(&undo)
 		p.log.Info("duplicate compensation skipped: re-sending its outcome", j.log...)
 	case rejected != "" && !badPayload:
 		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
@@ -558,25 +565,22 @@ func (p *Participant) retryOrExhaust(ctx context.Context, j *job, cause error) {
 	}
 	reason := fmt.Sprintf("retry budget spent: %d deliveries (max_attempts %d); last error: %v", n, j.budget.MaxAttempts, cause)
 	p.log.Error("command exhausted its retry budget", append(j.log, "err", cause)...)
-	if j.cmd != nil {
-		o := p.baseOutcome(j)
-		o.Status, o.Reason = events.Exhausted, clampReason(reason, "exhausted")
-		err := p.exhaustedOutcome(ctx, j, &o)
-		if err == nil {
-			err = p.send(ctx, j, &o)
-		}
-		if err != nil {
-			// Never drop the command without an outcome: try again later
-			// (the handler does not run again: the budget is spent).
-			d := max(time.Duration(j.budget.MaxBackoffMS)*time.Millisecond, time.Second)
-			p.log.Error("could not send the exhausted outcome; the command will come back to try again",
-				append(j.log, "err", err, "delay", d)...)
-			_ = j.msg.NakWithDelay(d)
-			return
-		}
-	} else {
-		p.log.Error("could not send the rejected outcome of an unreadable command within its budget; terminating it",
-			append(j.log, "err", cause)...)
+	// Only a decoded command fails transiently (an unreadable one is
+	// answered by its rejection), so j.cmd is set.
+	o := p.baseOutcome(j)
+	o.Status, o.Reason = events.Exhausted, clampReason(reason, "exhausted")
+	err := p.exhaustedOutcome(ctx, j, &o)
+	if err == nil {
+		err = p.send(ctx, j, &o)
+	}
+	if err != nil {
+		// Never drop the command without an outcome: try again later
+		// (the handler does not run again: the budget is spent).
+		d := max(time.Duration(j.budget.MaxBackoffMS)*time.Millisecond, time.Second)
+		p.log.Error("could not send the exhausted outcome; the command will come back to try again",
+			append(j.log, "err", err, "delay", d)...)
+		_ = j.msg.NakWithDelay(d)
+		return
 	}
 	_ = j.msg.TermWithReason(clampReason(reason, "exhausted"))
 }
@@ -587,15 +591,15 @@ func (p *Participant) retryOrExhaust(ctx context.Context, j *job, cause error) {
 // it becomes that delivery's outcome.
 func (p *Participant) exhaustedOutcome(ctx context.Context, j *job, o *events.Outcome) error {
 	var cur row
-	err := p.cfg.Pool.QueryRow(ctx, p.bar.get, j.cmd.SagaID, j.cmd.Step, j.cmd.Op).Scan(&cur.status, &cur.reason, &cur.result)
+	err := p.bar.read(ctx, p.cfg.Pool, j.cmd, j.cmd.Op, &cur)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
-		return fmt.Errorf("read the barrier: %w", err)
+		return err
 	case j.cmd.Op == events.OpDo:
 		o.Status, o.Reason, o.Result = storedDoOutcome(&cur)
 	default:
-		o.Status, o.Reason, o.Result = events.Compensated, "", cur.result
+		o.Status, o.Reason, o.Result = storedUndoOutcome(&cur)
 	}
 	return nil
 }
@@ -632,9 +636,4 @@ func encodeResult(res any) (json.RawMessage, error) {
 		return nil, fmt.Errorf("result is %d bytes, the limit is %d", len(b), events.MaxPayloadBytes)
 	}
 	return b, nil
-}
-
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
