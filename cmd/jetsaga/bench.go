@@ -76,13 +76,13 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 			if !asJSON {
 				o.Progress = a.stderr
 			}
-			stopProfiles, stopCPU, err := startProfiles(cpuProfile, mutexProfile, memProfile)
+			loadDone, finishProfiles, err := startProfiles(cpuProfile, mutexProfile, memProfile)
 			if err != nil {
 				return err
 			}
-			o.LoadDone = stopCPU // the profile covers the load, not the checks after it
+			o.LoadDone = loadDone // the profiles cover the load, not the checks after it
 			r, err := bench.Run(cmd.Context(), o)
-			if perr := stopProfiles(); err == nil {
+			if perr := finishProfiles(); err == nil {
 				err = perr
 			}
 			if err != nil {
@@ -119,9 +119,9 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.StringVar(&dbURL, "database-url", "", "use this PostgreSQL server instead of a throwaway cluster (databases jetsaga_bench_a/_b are recreated)")
 	bindEnv(fs, "database-url", "DATABASE_URL")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of text")
-	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
-	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of the run to this file")
-	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile, taken at the end of the run, to this file")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load to this file")
+	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of the load to this file")
+	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile, taken when the load ends, to this file")
 	return cmd
 }
 
@@ -133,9 +133,11 @@ func orNegative(f float64) float64 {
 	return f
 }
 
-// startProfiles starts the profiles asked for; stop writes them, stopCPU
-// (which stop calls too) only ends the CPU profile.
-func startProfiles(cpu, mutex, mem string) (stop func() error, stopCPU func(), err error) {
+// startProfiles starts the profiles asked for. loadDone ends them where the
+// load ends, while everything it ran is still alive: it stops the CPU profile
+// and writes the heap and mutex profiles. finish calls loadDone if the run
+// did not, and returns its error.
+func startProfiles(cpu, mutex, mem string) (loadDone func(), finish func() error, err error) {
 	var cpuFile *os.File
 	if cpu != "" {
 		if cpuFile, err = os.Create(cpu); err != nil {
@@ -146,47 +148,46 @@ func startProfiles(cpu, mutex, mem string) (stop func() error, stopCPU func(), e
 			return nil, nil, fmt.Errorf("--cpuprofile: %w", err)
 		}
 	}
-	var cpuOnce sync.Once
-	var cpuErr error
-	stopCPU = func() {
-		cpuOnce.Do(func() {
-			if cpuFile != nil {
-				pprof.StopCPUProfile()
-				cpuErr = cpuFile.Close()
-			}
-		})
-	}
 	if mutex != "" {
 		runtime.SetMutexProfileFraction(5)
 	}
-	return func() error {
-		if mem != "" {
-			f, err := os.Create(mem)
-			if err != nil {
-				return fmt.Errorf("--memprofile: %w", err)
+	var once sync.Once
+	var firstErr error
+	loadDone = func() {
+		once.Do(func() {
+			if cpuFile != nil {
+				pprof.StopCPUProfile()
+				if err := cpuFile.Close(); err != nil {
+					firstErr = fmt.Errorf("--cpuprofile: %w", err)
+				}
 			}
-			runtime.GC()
-			err = pprof.Lookup("heap").WriteTo(f, 0)
-			if cerr := f.Close(); err == nil {
-				err = cerr
+			if mem != "" {
+				runtime.GC()
 			}
-			if err != nil {
-				return fmt.Errorf("--memprofile: %w", err)
+			for _, p := range []struct{ flag, path, name string }{{"--memprofile", mem, "heap"}, {"--mutexprofile", mutex, "mutex"}} {
+				if err := writeProfile(p.path, p.name); err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("%s: %w", p.flag, err)
+				}
 			}
-		}
-		if stopCPU(); cpuErr != nil {
-			return fmt.Errorf("--cpuprofile: %w", cpuErr)
-		}
-		if mutex != "" {
-			f, err := os.Create(mutex)
-			if err != nil {
-				return fmt.Errorf("--mutexprofile: %w", err)
-			}
-			defer f.Close()
-			return pprof.Lookup("mutex").WriteTo(f, 0)
-		}
+		})
+	}
+	return loadDone, func() error { loadDone(); return firstErr }, nil
+}
+
+// writeProfile writes the named runtime profile to path; "" writes nothing.
+func writeProfile(path, name string) error {
+	if path == "" {
 		return nil
-	}, stopCPU, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup(name).WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func printBench(w io.Writer, r *bench.Report) {
@@ -208,7 +209,7 @@ func printBench(w io.Writer, r *bench.Report) {
 		fmt.Fprintf(t, "ceilings\tPostgreSQL %.0f UPDATE tx/s, JetStream %.0f sync publishes/s (sagas/s = %.1f%% and %.1f%% of them)\n",
 			r.PGCeilingTPS, r.JSCeilingPPS, 100*r.FractionOfPGCeiling, 100*r.FractionOfJSCeiling)
 		if r.JSBoundSagasPerSecond > 0 {
-			fmt.Fprintf(t, "bound	%.0f sagas/s if JetStream did nothing but this run's %.2f writes per saga at its ceiling (sagas/s = %.0f%% of it)\n",
+			fmt.Fprintf(t, "bound\t%.0f sagas/s if JetStream did nothing but this run's %.2f writes per saga at its ceiling (sagas/s = %.0f%% of it)\n",
 				r.JSBoundSagasPerSecond, r.JSPublishesPerSaga, 100*r.SagasPerSecond/r.JSBoundSagasPerSecond)
 		}
 	}

@@ -80,7 +80,8 @@ type Options struct {
 	// negative skips the ceilings.
 	CeilingDuration time.Duration
 	// LoadDone, if set, is called when the load ends, before the run reads
-	// back timelines and checks the invariants (to end a CPU profile there).
+	// back the hop breakdown and checks the invariants (to end profiles
+	// there).
 	LoadDone func()
 	// Progress receives a progress line per second; nil for none.
 	Progress io.Writer
@@ -540,10 +541,11 @@ type counters struct {
 
 func (e *env) counters(ctx context.Context) (counters, error) {
 	var c counters
-	// Write transactions consume a transaction id, cluster-wide and at
-	// once (pg_stat_database's counters lag by up to 10 s): the difference
-	// counts the writing transactions of the run (both banks, their relays;
-	// on a shared server, everyone's).
+	// Transaction ids are taken cluster-wide and at once, by write
+	// transactions and by savepoints that write (pg_stat_database's commit
+	// counters lag by up to 10 s): the difference counts the run's (on a
+	// shared server, everyone's). The barrier rows count the banks' step
+	// transactions exactly.
 	err := e.poolA.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&c.pgXids)
 	if err != nil {
 		return c, err
@@ -766,7 +768,7 @@ func (e *env) load(ctx context.Context) error {
 		r.CPUSeconds = (after.cpu - before.cpu).Seconds()
 		r.CPUmsPerSaga = r.CPUSeconds * 1000 / n
 	}
-	e.progress("load done: %d sagas in %.1fs; reading back timelines…", len(transfers), r.Seconds)
+	e.progress("load done: %d sagas in %.1fs; reading back a sample of them…", len(transfers), r.Seconds)
 	if r.Hops, err = e.hops(ctx, transfers); err != nil {
 		return fmt.Errorf("hop breakdown: %w", err)
 	}

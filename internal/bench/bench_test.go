@@ -31,6 +31,19 @@ func TestSmoke(t *testing.T) {
 	if r.PGCeilingTPS <= 0 || r.JSCeilingPPS <= 0 || r.JSPublishesPerSaga <= 0 || r.PGCommitsPerSaga <= 0 {
 		t.Fatalf("missing figures: %+v", r)
 	}
+	if r.JSBoundSagasPerSecond <= 0 || r.PGXidsPerSaga < r.PGCommitsPerSaga {
+		t.Fatalf("bound %.0f sagas/s, %.2f transaction ids per saga for %.2f step transactions", r.JSBoundSagasPerSecond, r.PGXidsPerSaga, r.PGCommitsPerSaga)
+	}
+	// The hops: from Start to Wait's return through the five stored
+	// messages and the terminal state, each taking some time.
+	if len(r.Hops) != 7 || r.Hops[0].From != "Start called" || r.Hops[6].To != "Wait returned" {
+		t.Fatalf("hops: %+v", r.Hops)
+	}
+	for _, h := range r.Hops {
+		if h.MedianMs < 0 {
+			t.Fatalf("hop %s → %s took %.3f ms", h.From, h.To, h.MedianMs)
+		}
+	}
 }
 
 type testWriter struct{ t *testing.T }

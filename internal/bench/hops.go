@@ -26,25 +26,6 @@ type Hop struct {
 	MedianMs float64 `json:"median_ms"`
 }
 
-// hopPoint is one point of a committed transfer: a message read back by
-// subject (the last one, where a step was retried), or the state's write.
-type hopPoint struct {
-	label   string
-	stream  func(*env) string
-	subject func(*env, string) string
-}
-
-var hopPoints = []hopPoint{
-	{"start stored", (*env).sagasStream, func(e *env, id string) string { return e.ns.Start(id) }},
-	{"command to " + bank.BankA + " stored", (*env).commandsStream, func(e *env, id string) string { return e.ns.Command(bank.BankA, id) }},
-	{"outcome of " + bank.BankA + " stored", (*env).sagasStream, func(e *env, id string) string { return e.ns.Event(bank.BankA, id) }},
-	{"command to " + bank.BankB + " stored", (*env).commandsStream, func(e *env, id string) string { return e.ns.Command(bank.BankB, id) }},
-	{"outcome of " + bank.BankB + " stored", (*env).sagasStream, func(e *env, id string) string { return e.ns.Event(bank.BankB, id) }},
-}
-
-func (e *env) sagasStream() string    { return e.ns.SagasStream() }
-func (e *env) commandsStream() string { return e.ns.CommandsStream() }
-
 // hops reads back up to hopSample committed sagas, spread over the run, by
 // direct gets (cheap whatever the streams hold), and returns the median of
 // each hop. Sagas that expired (a run longer than the streams' max age) are
@@ -60,7 +41,7 @@ func (e *env) hops(ctx context.Context, ts []*transfer) ([]Hop, error) {
 		return nil, nil
 	}
 	streams := map[string]jetstream.Stream{}
-	for _, name := range []string{e.sagasStream(), e.commandsStream()} {
+	for _, name := range []string{e.ns.SagasStream(), e.ns.CommandsStream()} {
 		s, err := e.js.Stream(ctx, name)
 		if err != nil {
 			return nil, err
@@ -71,8 +52,17 @@ func (e *env) hops(ctx context.Context, ts []*transfer) ([]Hop, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The stored messages of a committed transfer, in order: the last one
+	// of each subject (a retried step's last attempt).
+	points := []struct{ label, stream, subject string }{
+		{"start stored", e.ns.SagasStream(), e.ns.Start("")},
+		{"command to " + bank.BankA + " stored", e.ns.CommandsStream(), e.ns.Command(bank.BankA, "")},
+		{"outcome of " + bank.BankA + " stored", e.ns.SagasStream(), e.ns.Event(bank.BankA, "")},
+		{"command to " + bank.BankB + " stored", e.ns.CommandsStream(), e.ns.Command(bank.BankB, "")},
+		{"outcome of " + bank.BankB + " stored", e.ns.SagasStream(), e.ns.Event(bank.BankB, "")},
+	}
 	labels := []string{"Start called"}
-	for _, p := range hopPoints {
+	for _, p := range points {
 		labels = append(labels, p.label)
 	}
 	labels = append(labels, "terminal state written", "Wait returned")
@@ -81,16 +71,16 @@ func (e *env) hops(ctx context.Context, ts []*transfer) ([]Hop, error) {
 sample:
 	for i := 0; i < len(committed); i += step {
 		t := committed[i]
-		points := []time.Time{t.begin}
-		for _, p := range hopPoints {
-			m, err := streams[p.stream(e)].GetLastMsgForSubject(ctx, p.subject(e, t.id))
+		times := []time.Time{t.begin}
+		for _, p := range points {
+			m, err := streams[p.stream].GetLastMsgForSubject(ctx, p.subject+t.id)
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
 				continue sample // expired
 			}
 			if err != nil {
 				return nil, fmt.Errorf("saga %s: %w", t.id, err)
 			}
-			points = append(points, m.Time)
+			times = append(times, m.Time)
 		}
 		entry, err := bucket.Get(ctx, t.id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -99,10 +89,10 @@ sample:
 		if err != nil {
 			return nil, fmt.Errorf("state of saga %s: %w", t.id, err)
 		}
-		points = append(points, entry.Created(), t.begin.Add(t.latency))
-		d := make([]time.Duration, len(points)-1)
+		times = append(times, entry.Created(), t.begin.Add(t.latency))
+		d := make([]time.Duration, len(times)-1)
 		for k := range d {
-			d[k] = points[k+1].Sub(points[k])
+			d[k] = times[k+1].Sub(times[k])
 		}
 		samples = append(samples, d)
 	}

@@ -262,7 +262,7 @@ func (m *malformed) injections() []injection {
 				// The one case where it is not rejected: the saga was parked
 				// (legitimately, see parkedOK) and the redrive applied.
 				st, gerr := s.client.Get(ctx, r)
-				if gerr == nil && st.Status.Terminal() && st.UpdatedMS > 0 && hasStuckHistory(st) {
+				if gerr == nil && st.Status.Terminal() && hasStuckHistory(st) {
 					return nil
 				}
 				return err
