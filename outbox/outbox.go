@@ -44,6 +44,17 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// TxObserver is an optional capability of the pgx.Tx given to [Outbox.Write]:
+// a transaction wrapper that implements it learns which outboxes were
+// written through it, so that it can wake their relays (Outbox.Notify) once
+// it commits. The participants runtime's step transactions implement it: an
+// event a handler writes is relayed as soon as the step commits.
+type TxObserver interface {
+	// OutboxWritten is called by Write after it inserted rows into o's
+	// table through the transaction (they are not committed yet).
+	OutboxWritten(o *Outbox)
+}
+
 // Config configures an [Outbox]. The zero value is valid: the table
 // jetsaga_outbox in the current schema, a 1 MiB payload limit, and wakes for
 // relays in this process only.
@@ -219,7 +230,8 @@ func Write(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
 // message does nothing.
 //
 // Write does not wake the relay: call [Outbox.Notify] after the
-// transaction commits, or use [Outbox.Tx], which does both.
+// transaction commits, or use [Outbox.Tx], which does both. If tx
+// implements [TxObserver], Write tells it about the rows it inserted.
 func (o *Outbox) Write(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -261,6 +273,9 @@ func (o *Outbox) Write(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
 			return fmt.Errorf("%w in %s: %s: %w", ErrDuplicateID, o.qtable, pgErr.Detail, err)
 		}
 		return fmt.Errorf("outbox: insert into %s: %w", o.qtable, err)
+	}
+	if obs, ok := tx.(TxObserver); ok {
+		obs.OutboxWritten(o)
 	}
 	return nil
 }

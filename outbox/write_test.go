@@ -183,3 +183,36 @@ func FuzzValidSubject(f *testing.F) {
 		}
 	})
 }
+
+// observedTx is a transaction wrapper that records the outboxes Write
+// tells it about.
+type observedTx struct {
+	pgx.Tx
+	written []*Outbox
+}
+
+func (t *observedTx) OutboxWritten(o *Outbox) { t.written = append(t.written, o) }
+
+// TestWriteTellsTheTxObserver: a successful Write tells a transaction that
+// implements TxObserver which outbox it wrote to; a failed one does not.
+func TestWriteTellsTheTxObserver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var tx *observedTx
+	err := pgx.BeginFunc(t.Context(), b.pool, func(inner pgx.Tx) error {
+		tx = &observedTx{Tx: inner}
+		if err := b.ob.Write(t.Context(), tx, Message{ID: "", Subject: "test.a"}); err == nil {
+			t.Error("an invalid message was accepted")
+		}
+		if len(tx.written) != 0 {
+			t.Errorf("a Write that wrote nothing was observed: %v", tx.written)
+		}
+		return b.ob.Write(t.Context(), tx, Message{ID: "o-1", Subject: "test.a"}, Message{ID: "o-2", Subject: "test.a"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tx.written) != 1 || tx.written[0] != b.ob {
+		t.Fatalf("observed %v, want the Outbox written to, once", tx.written)
+	}
+}

@@ -21,9 +21,9 @@ const benchAccounts = 1024
 
 // BenchmarkSteps measures steps per second through the whole participant
 // path: the commands are published (asynchronously) to JetStream, consumed,
-// each runs in one PostgreSQL transaction (barrier, balance update, outbox
-// row), commits and is acked; the relay publishes the outcomes, and the
-// clock stops when every outcome is in the sagas stream. PostgreSQL runs with
+// each runs in one PostgreSQL transaction (barrier, balance update, barrier
+// result) and commits; the participant publishes its outcome and acks it, and
+// the clock stops when every outcome is in the sagas stream. PostgreSQL runs with
 // fsync on; JetStream with its default sync interval or with sync always.
 func BenchmarkSteps(b *testing.B) {
 	for _, sync := range []string{"default", "always"} {
@@ -63,7 +63,7 @@ func benchSteps(b *testing.B, concurrency int, natsOpts ...testenv.NATSOption) {
 	env.wait(b, warm)
 
 	// A publisher of its own, so that its async acks do not mix with the
-	// relay's.
+	// participant's publishes.
 	_, pub := testenv.Connect(b, env.srv.URL())
 	stream, err := env.js.Stream(b.Context(), env.ns.SagasStream())
 	if err != nil {

@@ -41,10 +41,10 @@ type Config struct {
 	// '_' (events.ValidToken).
 	Name string
 	// Pool is the participant's own database: handlers, the barrier and the
-	// outbox all use it. Required.
+	// outbox (with RelayEvents) all use it. Required.
 	Pool *pgxpool.Pool
-	// JetStream consumes the commands and publishes the outcomes (and the
-	// relay's rows). Required. The streams must exist (the orchestrator's
+	// JetStream consumes the commands and publishes the outcomes (and,
+	// with RelayEvents, the outbox rows). Required. The streams must exist (the orchestrator's
 	// deployment creates them); the participant creates or updates only its
 	// durable consumer.
 	JetStream jetstream.JetStream
@@ -63,18 +63,31 @@ type Config struct {
 	// 4 × Concurrency; at least Concurrency.
 	MaxAckPending int
 	// Outbox is the outbox table that handlers may write their own events
-	// to, inside the step's transaction (outbox.Write with the handler's
-	// tx); Run relays it. Outcomes do not use it: the barrier row records
-	// them and the participant publishes them after the commit. Default:
-	// the outbox package's default table (jetsaga_outbox).
+	// to, inside the step's transaction (Outbox.Write with the handler's
+	// tx): an event then exists if and only if the step committed. Outcomes
+	// do not use it: the barrier row records them and the participant
+	// publishes them after the commit. Default: the outbox package's
+	// default table (jetsaga_outbox).
 	Outbox *outbox.Outbox
-	// DisableRelay stops Run from running an outbox relay for Outbox. Set it
-	// when a relay runs elsewhere; then configure Outbox with NotifyDB so
-	// that it learns of new rows quickly. Default false: Run runs one relay,
-	// woken in memory after every commit.
-	DisableRelay bool
-	// Relay tunes the relay Run runs; its Outbox field is ignored (Outbox
-	// above is used). Default: the outbox package's defaults.
+	// RelayEvents makes the participant relay Outbox, for handlers that
+	// publish their own events. Run then runs an outbox relay, which polls
+	// the table every Relay.PollInterval and holds one LISTEN connection
+	// outside the pool (unless Relay.DisableListen); after every step whose
+	// handler wrote outbox rows (through the tx it was given, or a nested
+	// transaction of it) and committed, the relay is woken in memory, so
+	// the event does not wait for the poll. Participant.Migrate then also
+	// creates the outbox table.
+	//
+	// Default false: no relay — no LISTEN connection, no polling — and
+	// Participant.Migrate leaves the outbox table alone. Leave it false
+	// when a relay runs elsewhere (its process migrates the table); a
+	// step that wrote rows still calls Outbox.Notify after its commit, so
+	// configure Outbox with NotifyDB for that relay to learn of them
+	// quickly.
+	RelayEvents bool
+	// Relay tunes the relay Run runs when RelayEvents is set; its Outbox
+	// field is ignored (Outbox above is used). Default: the outbox
+	// package's defaults.
 	Relay outbox.RelayConfig
 	// BarrierSchema is the schema of the barrier table. Default "": the
 	// connection's current schema. Lower-case letters, digits and '_'.

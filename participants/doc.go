@@ -12,13 +12,13 @@
 // published again under the same message id. So an outcome needs no outbox
 // row, no relay round and no extra commit: a step is one write transaction
 // and one JetStream write. (The outbox package remains for events a handler
-// writes itself; Run runs its relay.)
+// writes itself; see "Events of your own".)
 //
 // # Writing a participant
 //
 //	p, err := participants.New(participants.Config{Name: "bank-a", Pool: pool, JetStream: js})
 //	if err != nil { ... }
-//	if err := p.Migrate(ctx); err != nil { ... } // barrier (and outbox) tables
+//	if err := p.Migrate(ctx); err != nil { ... } // the barrier table
 //	participants.Register(p, "TransOut", participants.Step[TransferReq]{
 //		Do: func(ctx context.Context, tx pgx.Tx, info participants.StepInfo, r TransferReq) (any, error) {
 //			tag, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance - $2 WHERE user_id = $1 AND balance >= $2`, r.UserID, r.Amount)
@@ -80,8 +80,9 @@
 // inserts its own row (saga, step, undo, compensated) and the hanging guard
 // (saga, step, do, voided), both ON CONFLICT DO NOTHING, and reads the do
 // row, in round trip 2; it needs no savepoint. Only duplicates cost one more
-// round trip (reading the stored row). After COMMIT the relay of this
-// process is woken in memory (no pg_notify) and the message is double-acked.
+// round trip (reading the stored row). After COMMIT the outbox relay is
+// woken if the handler wrote events (see "Events of your own"), the outcome
+// is published and the message double-acked.
 //
 // # The barrier
 //
@@ -169,6 +170,31 @@
 // events.OutcomeMsgID, the saga id, step, op, attempt and participant
 // headers, and the command's traceparent and tracestate passed through.
 //
+// # Events of your own
+//
+// A handler that must tell other services about its change writes the event
+// to the transactional outbox with the tx it was given (or a nested
+// transaction of it), so that the event exists if and only if the step
+// committed:
+//
+//	return nil, p.Outbox().Write(ctx, tx, outbox.Message{ID: info.SagaID + "/booked", Subject: "hotel.booked", Data: body})
+//
+// Set Config.RelayEvents to have the participant publish them: Run then
+// runs an outbox relay for Config.Outbox (Config.Relay tunes it; it polls
+// every second by default and holds one LISTEN connection outside the
+// pool) and Participant.Migrate creates the outbox table. The step's
+// transaction notes the outbox writes made through it (outbox.TxObserver),
+// and after its COMMIT the relay is woken in memory, so the event is
+// published right after the step rather than at the next poll. Outbox.Notify
+// is called too, which also reaches a relay elsewhere when the Outbox was
+// configured with NotifyDB. A Fail discards the writes with the rest of
+// the handler's work.
+//
+// RelayEvents is off by default: a participant whose handlers publish
+// nothing of their own runs no relay, holds no LISTEN connection, does not
+// poll, and Participant.Migrate leaves the outbox table alone. Outcomes
+// never go through the outbox.
+//
 // # Consumer, concurrency and shutdown
 //
 // Run creates or updates the durable pull consumer
@@ -179,7 +205,7 @@
 // participanttest.CreateStreams for tests). Up to Concurrency commands run at
 // once. When Run's context is done it stops fetching, lets handlers in
 // flight and commands already fetched commit and ack (cancelling handlers
-// after ShutdownTimeout), stops the relay and returns.
+// after ShutdownTimeout), stops the relay (if any) and returns.
 //
 // # Barrier retention
 //

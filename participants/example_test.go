@@ -55,7 +55,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := p.Migrate(ctx); err != nil { // the barrier and outbox tables
+	if err := p.Migrate(ctx); err != nil { // the barrier table
 		log.Fatal(err)
 	}
 	participants.Register(p, "Book", participants.Step[Booking]{

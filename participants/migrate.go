@@ -56,7 +56,8 @@ func ToVersion(v int) MigrateOption {
 }
 
 // Migrate brings the participant's tables to the latest schema: the outbox
-// table (through outbox.Migrate) and the barrier table. The migrations are
+// table (through outbox.Migrate; a participant needs it only when its
+// handlers write events, see Config.RelayEvents) and the barrier table. The migrations are
 // embedded in the binary and versioned in <barrier table>_migrations; each
 // table migrates in one transaction under an advisory lock, so concurrent
 // calls from several processes are safe, and a second call does nothing.
@@ -88,10 +89,20 @@ func Migrate(ctx context.Context, db DB, opts ...MigrateOption) error {
 	return newBarrier(o.schema, o.table).migrate(ctx, db, o.target)
 }
 
-// Migrate migrates the participant's own tables (its Outbox, its barrier
-// table) to the latest schema; see [Migrate].
+// Migrate migrates the participant's own tables to the latest schema: its
+// barrier table, and its Outbox's table when Config.RelayEvents is set; see
+// [Migrate].
 func (p *Participant) Migrate(ctx context.Context) error {
-	return Migrate(ctx, p.cfg.Pool, WithOutbox(p.cfg.Outbox), WithBarrierTable(p.cfg.BarrierSchema, p.cfg.BarrierTable))
+	opts := []MigrateOption{WithBarrierTable(p.cfg.BarrierSchema, p.cfg.BarrierTable), WithOutbox(p.cfg.Outbox)}
+	if !p.cfg.RelayEvents {
+		opts = append(opts, withoutOutbox())
+	}
+	return Migrate(ctx, p.cfg.Pool, opts...)
+}
+
+// withoutOutbox makes Migrate leave the outbox table alone.
+func withoutOutbox() MigrateOption {
+	return func(o *migrateOptions) { o.skipOutbox = true }
 }
 
 // migrate brings the barrier table to version target (negative: the

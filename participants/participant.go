@@ -34,6 +34,10 @@ type Participant struct {
 	started bool
 	actions map[string]*action
 
+	// relay relays Outbox when Config.RelayEvents is set; Run sets it
+	// before it starts any handler.
+	relay *outbox.Relay
+
 	// afterCommit, set by tests, runs after a command's transaction
 	// committed and before the message is acked (a test closes the NATS
 	// connection there to simulate a crash).
@@ -59,8 +63,26 @@ func New(cfg Config) (*Participant, error) {
 func (p *Participant) Name() string { return p.cfg.Name }
 
 // Outbox returns the outbox that handlers may write their own events to
-// (Run relays it).
+// (Run relays it when Config.RelayEvents is set).
 func (p *Participant) Outbox() *outbox.Outbox { return p.cfg.Outbox }
+
+// wakeRelays tells the relays of the outboxes a committed step wrote to that
+// rows are waiting: this participant's relay, woken in memory, and, through
+// Outbox.Notify, any other relay of those outboxes in this process (and in
+// others, for an Outbox configured with NotifyDB).
+func (p *Participant) wakeRelays(w *outboxWrites) {
+	if len(w.outboxes) == 0 {
+		return
+	}
+	if p.relay != nil {
+		// Also when the handler wrote through another Outbox value of
+		// the same table (the package-level outbox.Write).
+		p.relay.Wake()
+	}
+	for _, o := range w.outboxes {
+		o.Notify()
+	}
+}
 
 // ConsumerConfig returns the configuration of the durable consumer that Run
 // creates or updates on the commands stream.
@@ -82,8 +104,8 @@ func (p *Participant) ConsumerConfig() jetstream.ConsumerConfig {
 
 // Run creates or updates the participant's durable consumer on the commands
 // stream and handles commands, Concurrency at a time, until ctx is done. It
-// also runs the outbox relay (unless Config.DisableRelay) and the barrier
-// cleanup (unless Config.BarrierRetention is negative).
+// also runs the outbox relay (when Config.RelayEvents is set) and the
+// barrier cleanup (unless Config.BarrierRetention is negative).
 //
 // Shutdown is graceful: when ctx is done Run stops fetching, lets the
 // handlers in flight (and the commands already fetched) finish, commit and
@@ -138,7 +160,7 @@ func (p *Participant) Run(ctx context.Context) error {
 		stopBG()
 		bg.Wait()
 	}()
-	if !p.cfg.DisableRelay {
+	if p.cfg.RelayEvents {
 		rc := p.cfg.Relay
 		rc.Outbox = p.cfg.Outbox
 		if rc.OnError == nil {
@@ -149,6 +171,7 @@ func (p *Participant) Run(ctx context.Context) error {
 			iter.Stop()
 			return errConfig("Relay", "%v", err)
 		}
+		p.relay = relay
 		bg.Add(1)
 		go func() {
 			defer bg.Done()

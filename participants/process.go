@@ -39,6 +39,9 @@ type job struct {
 	sagaID string
 	budget events.RetryPolicy
 	log    loggerAttrs
+	// writes are the outboxes the handler wrote to: their relays are
+	// woken once the step commits.
+	writes outboxWrites
 }
 
 // loggerAttrs are the attributes of a job's log lines.
@@ -261,7 +264,7 @@ func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke i
 		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
 		fin.Queue(p.bar.finish, cmd.SagaID, cmd.Step, events.OpDo, statusRejected, o.Reason, nil)
 	default:
-		res, herr := callHandler(ctx, tx, invoke, info)
+		res, herr := callHandler(ctx, tx, &j.writes, invoke, info)
 		var fail *FailError
 		switch {
 		case herr == nil:
@@ -276,6 +279,7 @@ func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke i
 			}
 		case errors.As(herr, &fail):
 			o.Status, o.Reason = events.Failed, clampReason(fail.Reason, "failed")
+			j.writes = outboxWrites{} // rolled back with the rest
 			// On its own: a statement of the handler may have failed (the
 			// handler turned its error into Fail) and left the transaction
 			// aborted, where the next batch could not even be prepared.
@@ -392,7 +396,7 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
 		return answer(&o)
 	default:
-		res, herr := callHandler(ctx, tx, invoke, info)
+		res, herr := callHandler(ctx, tx, &j.writes, invoke, info)
 		var fail *FailError
 		switch {
 		case herr == nil:
@@ -435,6 +439,7 @@ func (p *Participant) commit(ctx context.Context, j *job, tx pgx.Tx, fin *pgx.Ba
 		}
 		return transient(fmt.Errorf("commit: %w", err))
 	}
+	p.wakeRelays(&j.writes)
 	if p.afterCommit != nil && j.msg != nil {
 		p.afterCommit(j.msg)
 	}
@@ -605,13 +610,13 @@ func (p *Participant) exhaustedOutcome(ctx context.Context, j *job, o *events.Ou
 }
 
 // callHandler runs a handler, turning a panic into an error.
-func callHandler(ctx context.Context, tx pgx.Tx, invoke invokeFunc, info StepInfo) (res any, err error) {
+func callHandler(ctx context.Context, tx pgx.Tx, w *outboxWrites, invoke invokeFunc, info StepInfo) (res any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())
 		}
 	}()
-	return invoke(ctx, stepTx{tx}, info)
+	return invoke(ctx, &stepTx{Tx: tx, w: w}, info)
 }
 
 // encodeResult encodes a handler's result; nil stays nil.
