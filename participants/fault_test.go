@@ -372,7 +372,11 @@ func TestRejectedCompensation(t *testing.T) {
 }
 
 // TestLongHandlerKeptAlive runs a handler three times longer than AckWait:
-// progress acks keep JetStream from delivering the command again.
+// progress acks keep JetStream from delivering the command again. Counting
+// handler runs is not enough to show it: a redelivery blocks on the
+// uncommitted barrier row and is then skipped as a duplicate, so the
+// deliveries are counted too (the consumer's delivered sequence counts
+// redeliveries).
 func TestLongHandlerKeptAlive(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -392,6 +396,13 @@ func TestLongHandlerKeptAlive(t *testing.T) {
 	b.settled(t, p)
 	if got := b.l.calls["Withdraw"].Load(); got != 1 {
 		t.Fatalf("handler ran %d times, want 1: the command was delivered again while it ran", got)
+	}
+	info, err := b.consumerInfo(t.Context(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 1 {
+		t.Fatalf("the command was delivered %d times, want 1: it was delivered again while its handler ran", info.Delivered.Consumer)
 	}
 }
 
