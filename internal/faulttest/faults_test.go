@@ -74,14 +74,15 @@ type figures struct {
 	redriven                       int
 	pgSettings                     string
 	p50, p99, maxLatency           time.Duration
+	replay                         *replayCheck // nil: not compared
 }
 
 func (f figures) String() string {
-	return fmt.Sprintf("%s: sagas started %d (unacknowledged %d), committed %d, compensated %d, parked %d (%d legitimately parked sagas redriven), faults injected %d, voided actions %d, load %s (%.0f sagas/s, %d start retries, %d waits given up, %d wake-ups missed by Client.Wait), latency p50 %s p99 %s max %s, time to quiescence %s, violations %d",
+	return fmt.Sprintf("%s: sagas started %d (unacknowledged %d), committed %d, compensated %d, parked %d (%d legitimately parked sagas redriven), faults injected %d, voided actions %d, load %s (%.0f sagas/s, %d start retries, %d waits given up, %d wake-ups missed by Client.Wait), latency p50 %s p99 %s max %s, time to quiescence %s, violations %d, replay %s",
 		f.scenario, f.started, f.unacked, f.committed, f.compensated, f.parked, f.redriven, f.faults, f.voided,
 		f.load.Round(100*time.Millisecond), f.sagasPerSecond, f.startRetries, f.waitTimeouts, f.missedWakeups,
 		f.p50.Round(time.Millisecond), f.p99.Round(time.Millisecond), f.maxLatency.Round(time.Millisecond),
-		f.quiesce.Round(10*time.Millisecond), f.violations)
+		f.quiesce.Round(10*time.Millisecond), f.violations, f.replay.column())
 }
 
 // TestFaults runs every scenario (in parallel as -parallel allows) and
@@ -123,8 +124,8 @@ func renderTable(table []figures) string {
 		"PostgreSQL 15 local, %s; load: %d sagas per scenario, at most %d in flight and %.0f started per second, "+
 		"%d accounts per bank (a tenth of bank-b's abnormal), ≈80%% transfers that succeed, 10%% to abnormal accounts, "+
 		"10%% insufficient balances; step timeout %s.\n\n", participantsConcurrency, pg, n, conc, rate, accountsPerBank, stepTimeout)
-	b.WriteString("| scenario | NATS | sagas started | committed | compensated | parked | faults injected | voided actions | sagas/s | latency p50 / p99 / max | time to quiescence | invariants |\n")
-	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	b.WriteString("| scenario | NATS | sagas started | committed | compensated | parked | faults injected | voided actions | sagas/s | latency p50 / p99 / max | time to quiescence | invariants | replay |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
 	for _, sc := range scenarios() {
 		for _, f := range table {
 			if f.scenario != sc.name {
@@ -142,10 +143,10 @@ func renderTable(table []figures) string {
 			if f.redriven > 0 {
 				parked = fmt.Sprintf("%d (+%d redriven)", f.parked, f.redriven)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %s | %d | %d | %.0f | %s / %s / %s | %s | %s |\n", f.scenario, nats,
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %s | %d | %d | %.0f | %s / %s / %s | %s | %s | %s |\n", f.scenario, nats,
 				f.started, f.committed, f.compensated, parked, f.faults, f.voided, f.sagasPerSecond,
 				f.p50.Round(time.Millisecond), f.p99.Round(time.Millisecond), f.maxLatency.Round(time.Millisecond),
-				f.quiesce.Round(10*time.Millisecond), verdict)
+				f.quiesce.Round(10*time.Millisecond), verdict, f.replay.column())
 		}
 	}
 	return b.String()
@@ -206,8 +207,18 @@ func runScenario(t *testing.T, bin string, sc scenario) figures {
 	for i, x := range sagas {
 		transfers[i] = x.tr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+replayTimeout)
 	defer cancel()
+	// The system is quiet: the fold of the sagas stream must equal the
+	// live state of every saga.
+	replayed, err := s.compareReplay(ctx)
+	switch {
+	case err != nil:
+		t.Errorf("comparing the replayed states with the live bucket: %v", err)
+		replayed = &replayCheck{err: err}
+	case replayed.differ > 0:
+		t.Error(replayed.report)
+	}
 	var syncCommit, fsync string
 	if err := s.poolA.QueryRow(ctx, `SELECT current_setting('synchronous_commit'), current_setting('fsync')`).Scan(&syncCommit, &fsync); err != nil {
 		t.Fatal(err)
@@ -221,7 +232,7 @@ func runScenario(t *testing.T, bin string, sc scenario) figures {
 		compensated: rep.Compensated, parked: rep.Parked, faults: faults, voided: rep.VoidedActions,
 		load: loadTime, quiesce: quiet, violations: rep.ViolationCount, ok: rep.OK(),
 		startRetries: l.startRetries.Load(), waitTimeouts: l.waitTimeouts.Load(), missedWakeups: l.missedWakeups.Load(),
-		redriven: redriven, pgSettings: "synchronous_commit=" + syncCommit + ", fsync=" + fsync}
+		redriven: redriven, pgSettings: "synchronous_commit=" + syncCommit + ", fsync=" + fsync, replay: replayed}
 	for _, x := range sagas {
 		if x.tr.Unacked {
 			f.unacked++
@@ -318,6 +329,8 @@ func scenarios() []scenario {
 		{name: "duplicates", inject: duplicate, verify: verifyDuplicates},
 		{name: "silent-participant", inject: silenceBankB, verify: verifyLateActionsRefused},
 		malformedScenario(),
+		{name: "pg-crash", deploy: deployment{ownPostgres: true}, inject: crashPostgres},
+		{name: "zombie-coordinator", deploy: deployment{coordinators: 2}, inject: zombieCoordinator},
 	}
 }
 

@@ -26,7 +26,8 @@ const (
 	setupTimeout = 2 * time.Minute
 	// drainTimeout bounds the wait for the consumers to have nothing left
 	// to deliver: a command held by a killed participant comes back only
-	// after the participant's AckWait (30s).
+	// after the participant's AckWait (30s), an input held by a killed
+	// coordinator after the coordinators' (30s too).
 	drainTimeout = participants.DefaultAckWait + 30*time.Second
 	logTail      = 40
 	// testAppName is the application_name of the test's own sessions.
@@ -41,6 +42,7 @@ const (
 type system struct {
 	t   *testing.T
 	dir string // logs
+	bin string // the jetsaga binary
 	cfg deployment
 
 	single  *devenv.NATSServer
@@ -51,6 +53,7 @@ type system struct {
 	client *orchestrator.Client
 
 	urlA, urlB   string
+	pgA, pgB     *bankCluster // each bank's own cluster (deployment.ownPostgres)
 	poolA, poolB *pgxpool.Pool
 	initA, initB map[int64]bank.Cents
 	abnormal     int // bank-b accounts 1..abnormal are abnormal
@@ -64,6 +67,10 @@ type deployment struct {
 	cluster      bool // 3-node cluster, R3 streams and bucket
 	coordinators int  // default 1
 	accounts     int  // per bank
+	// ownPostgres gives each bank a PostgreSQL cluster of its own (that
+	// the scenario may crash), instead of a database on the test binary's
+	// shared cluster.
+	ownPostgres bool
 }
 
 func (s *system) procs() []*proc {
@@ -86,7 +93,7 @@ func newSystem(t *testing.T, bin string, d deployment, rng *rand.Rand) *system {
 	if d.coordinators == 0 {
 		d.coordinators = 1
 	}
-	s := &system{t: t, dir: t.TempDir(), cfg: d}
+	s := &system{t: t, dir: t.TempDir(), bin: bin, cfg: d}
 	replicas := 1
 	if d.cluster {
 		replicas = 3
@@ -98,7 +105,12 @@ func newSystem(t *testing.T, bin string, d deployment, rng *rand.Rand) *system {
 	}
 	_, s.js = testenv.Connect(t, s.natsURL)
 
-	s.urlA, s.urlB = testenv.PostgresURL(t), testenv.PostgresURL(t)
+	if d.ownPostgres {
+		s.pgA, s.pgB = newBankCluster(t, ctx, bank.BankA), newBankCluster(t, ctx, bank.BankB)
+		s.urlA, s.urlB = s.pgA.url, s.pgB.url
+	} else {
+		s.urlA, s.urlB = testenv.PostgresURL(t), testenv.PostgresURL(t)
+	}
 	s.poolA, s.poolB = openPool(t, s.urlA), openPool(t, s.urlB)
 	s.seed(ctx, d.accounts, rng)
 
@@ -348,12 +360,14 @@ func (s *system) timeline(ctx context.Context, ts []*started, stuck []string) st
 	return ""
 }
 
-// drain waits until both banks' consumers have nothing left to deliver or
-// to be acknowledged, so that late commands (held by a killed participant
-// until its AckWait passed) have been handled before the invariants are
-// checked. The coordinators' consumer needs no such wait: what it may still
-// redeliver concerns sagas that are already terminal, which no input
-// changes.
+// drain waits until both banks' consumers and the coordinators' consumer
+// have nothing left to deliver or to be acknowledged: late commands (held
+// by a killed participant until its AckWait passed) have been handled
+// before the invariants are checked, and the inputs a killed or stopped
+// coordinator held (which come back after the coordinators' AckWait) have
+// been applied before the live states are compared with the replayed ones:
+// such an input no longer changes a terminal saga's status, but its state
+// records it (e.g. as a rejection) all the same.
 func (s *system) drain(timeout time.Duration) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -362,6 +376,7 @@ func (s *system) drain(timeout time.Duration) {
 	consumers := []struct{ stream, name string }{
 		{ns.CommandsStream(), ns.ParticipantConsumer(bank.BankA)},
 		{ns.CommandsStream(), ns.ParticipantConsumer(bank.BankB)},
+		{ns.SagasStream(), ns.CoordinatorConsumer()},
 	}
 	s.waitFor(ctx, "the consumers to drain", func(ctx context.Context) error {
 		for _, c := range consumers {
