@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -337,6 +338,61 @@ func TestPoisonCommands(t *testing.T) {
 		t.Fatalf("rejected action sent again = %+v, want rejected again", o.Outcome)
 	}
 	b.settled(t, p)
+}
+
+// TestUnreadableCommandBounded: an unreadable command whose rejection
+// cannot be published (here the sagas stream is gone) is delivered 10 times,
+// then terminated without an outcome and logged (PROTOCOL §7.5).
+func TestUnreadableCommandBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	if err := b.js.DeleteStream(ctx, b.ns.SagasStream()); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	p := b.newParticipant(t, nil, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	p.resendDelay = 10 * time.Millisecond
+	start(t, p)
+	if _, err := b.js.Publish(ctx, b.ns.Command(testName, "bad-json"), []byte(`{"v":1,"saga_id":`)); err != nil {
+		t.Fatal(err)
+	}
+	var info *jetstream.ConsumerInfo
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		var err error
+		if info, err = b.consumerInfo(ctx, p); err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("the command is still pending (%d) or unacked (%d) after %d deliveries",
+				info.NumPending, info.NumAckPending, info.Delivered.Consumer)
+		}
+		return nil
+	})
+	if info.Delivered.Consumer != 10 {
+		t.Fatalf("the command was delivered %d times, want 10", info.Delivered.Consumer)
+	}
+	if got := logs.String(); !strings.Contains(got, "unreadable command terminated without an outcome") || !strings.Contains(got, "undecodable command") {
+		t.Fatalf("no log line saying the command was terminated, and why; logs:\n%s", got)
+	}
+}
+
+// lockedBuffer is an io.Writer for loggers shared by goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestRejectedCompensation: a compensation whose action ran but whose

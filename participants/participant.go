@@ -38,6 +38,10 @@ type Participant struct {
 	// before it starts any handler.
 	relay *outbox.Relay
 
+	// resendDelay is the delay of the nak of a command whose outcome
+	// could not be sent; tests shorten it.
+	resendDelay time.Duration
+
 	// afterCommit, set by tests, runs after a command's transaction
 	// committed and before the message is acked (a test closes the NATS
 	// connection there to simulate a crash).
@@ -56,6 +60,8 @@ func New(cfg Config) (*Participant, error) {
 		bar:     newBarrier(c.BarrierSchema, c.BarrierTable),
 		log:     c.Logger.With("participant", c.Name),
 		actions: make(map[string]*action),
+
+		resendDelay: resendDelay,
 	}, nil
 }
 

@@ -69,8 +69,13 @@ type verdict struct {
 }
 
 // resendDelay is how long a command whose outcome could not be sent waits
-// before it is delivered again to send it.
+// before it is delivered again to send it (Participant.resendDelay).
 const resendDelay = 500 * time.Millisecond
+
+// unreadableDeliveries is how many deliveries an unreadable command gets to
+// publish its rejection before it is terminated without an outcome: the
+// default retry policy's attempts, since it carries no policy of its own.
+var unreadableDeliveries = uint64(events.DefaultRetry.MaxAttempts)
 
 func transient(err error) verdict { return verdict{kind: vTransient, err: err} }
 
@@ -517,10 +522,24 @@ func (p *Participant) send(ctx context.Context, j *job, o *events.Outcome) error
 func (p *Participant) settle(ctx context.Context, j *job, v verdict) {
 	if v.out != nil {
 		if err := p.send(ctx, j, v.out); err != nil {
+			if j.cmd == nil && j.delivered >= unreadableDeliveries {
+				// An unreadable command has no retry budget to spend
+				// on an exhausted outcome, and its rejection is a
+				// function of the message: nothing is lost but the
+				// answer, which cannot be published.
+				reason := fmt.Sprintf("unreadable command terminated without an outcome: its rejection could not be published in %d deliveries (last error: %v): %s",
+					j.delivered, err, v.reason)
+				p.log.Error("unreadable command terminated without an outcome: its rejection could not be published",
+					append(j.log, "err", err, "reason", v.reason)...)
+				if err := j.msg.TermWithReason(clampReason(reason, "unreadable")); err != nil {
+					p.log.Warn("terminating an unreadable command failed; it will be delivered again", append(j.log, "err", err)...)
+				}
+				return
+			}
 			// The outcome is committed (or a function of the command):
 			// the command comes back and sends it again.
-			p.log.Warn("outcome not sent; the command will be delivered again to send it", append(j.log, "err", err, "delay", resendDelay)...)
-			_ = j.msg.NakWithDelay(resendDelay)
+			p.log.Warn("outcome not sent; the command will be delivered again to send it", append(j.log, "err", err, "delay", p.resendDelay)...)
+			_ = j.msg.NakWithDelay(p.resendDelay)
 			return
 		}
 	}
