@@ -165,7 +165,7 @@
 // run. An undecodable command is answered with an anonymous rejected outcome
 // (no step) on the saga named by its subject; one whose subject names no
 // saga is only logged and terminated. An outcome that cannot be published
-// brings the command back after 500 ms to publish it again; an undecodable
+// brings the command back after 500 ms to publish it again; an unreadable
 // command, which has no retry budget, is terminated without an outcome
 // (and logged) when the publish of its 10th delivery fails too.
 //

@@ -35,8 +35,7 @@
 //     for money that allowed parked sagas hold in flight;
 //   - no balance is negative;
 //   - barrier rows of sagas that were not started (forged commands) took no
-//     effect;
-//   - the outboxes drained (polled for Config.DrainTimeout).
+//     effect.
 //
 // # Use
 //

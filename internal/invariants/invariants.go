@@ -15,7 +15,6 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/examples/bank"
 	"github.com/jetsaga/jetsaga/orchestrator"
-	"github.com/jetsaga/jetsaga/outbox"
 	"github.com/jetsaga/jetsaga/participants"
 )
 
@@ -37,13 +36,9 @@ const (
 
 // Defaults of [Config].
 const (
-	DefaultDrainTimeout  = 10 * time.Second
 	DefaultMaxViolations = 20
 	DefaultConcurrency   = 16
 )
-
-// drainPoll is the pause between two looks at the outboxes.
-const drainPoll = 100 * time.Millisecond
 
 // Transfer is one transfer saga that a load started with bank.TransferPlan:
 // Amount from account From at bank-a to account To at bank-b.
@@ -72,8 +67,8 @@ type Transfer struct {
 type Config struct {
 	// Client reads each saga's state by id. Required.
 	Client *orchestrator.Client
-	// BankA and BankB are the two banks' databases (accounts, barrier and
-	// outbox tables). Required.
+	// BankA and BankB are the two banks' databases (accounts and barrier
+	// tables). Required.
 	BankA, BankB *pgxpool.Pool
 	// InitialA and InitialB are every account's balance before the load,
 	// per bank. Required, non-empty; no balance may be negative.
@@ -92,9 +87,6 @@ type Config struct {
 	// flight (debited, not credited) is allowed out of the total. Default
 	// false: a parked saga is a violation.
 	AllowParked bool
-	// DrainTimeout bounds the wait for both outboxes to empty. Default
-	// [DefaultDrainTimeout]; negative looks once without waiting.
-	DrainTimeout time.Duration
 	// MaxViolations bounds Report.Violations. Default
 	// [DefaultMaxViolations].
 	MaxViolations int
@@ -148,9 +140,6 @@ func (c *Config) validate() error {
 		if t.Amount <= 0 {
 			return f("Amount", "is %s, must be > 0", t.Amount)
 		}
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = DefaultDrainTimeout
 	}
 	if c.MaxViolations == 0 {
 		c.MaxViolations = DefaultMaxViolations
@@ -440,18 +429,6 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 		fail("money not conserved: the banks hold %s in all, want %s (%s before, %s in flight in parked sagas)",
 			r.TotalAfter, want, r.TotalBefore, r.InFlight)
 	}
-	for _, b := range []struct {
-		name string
-		pool *pgxpool.Pool
-	}{{bank.BankA, cfg.BankA}, {bank.BankB, cfg.BankB}} {
-		rows, err := drained(ctx, b.pool, cfg.DrainTimeout)
-		if err != nil {
-			return nil, fmt.Errorf("invariants: %s: %w", b.name, err)
-		}
-		if rows != 0 {
-			fail("%s: outbox not drained: %d rows still pending after %s", b.name, rows, max(cfg.DrainTimeout, 0))
-		}
-	}
 	return r, nil
 }
 
@@ -630,30 +607,6 @@ func Balances(ctx context.Context, pool *pgxpool.Pool) (map[int64]bank.Cents, er
 		return nil, fmt.Errorf("invariants: %w", err)
 	}
 	return m, nil
-}
-
-// drained waits up to timeout for the default outbox table to be empty and
-// returns the rows left.
-func drained(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration) (int64, error) {
-	ob, err := outbox.New(outbox.Config{})
-	if err != nil {
-		return 0, err
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		p, err := ob.Pending(ctx, pool)
-		if err != nil {
-			return 0, err
-		}
-		if p.Rows == 0 || !time.Now().Before(deadline) {
-			return p.Rows, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(drainPoll):
-		}
-	}
 }
 
 func sortedIDs(m map[int64]bank.Cents) []int64 {

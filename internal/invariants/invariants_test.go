@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -20,7 +19,6 @@ import (
 	"github.com/jetsaga/jetsaga/internal/invariants"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 	"github.com/jetsaga/jetsaga/orchestrator"
-	"github.com/jetsaga/jetsaga/outbox"
 	"github.com/jetsaga/jetsaga/participants"
 )
 
@@ -125,7 +123,7 @@ func (b *bundle) transfer(from, to int64, amount bank.Cents) invariants.Transfer
 
 func (b *bundle) config(ts []invariants.Transfer) invariants.Config {
 	return invariants.Config{Client: b.client, BankA: b.poolA, BankB: b.poolB, InitialA: b.initA, InitialB: b.initB,
-		Transfers: ts, DrainTimeout: -1}
+		Transfers: ts}
 }
 
 func (b *bundle) check(cfg invariants.Config) *invariants.Report {
@@ -274,18 +272,6 @@ func TestCheck(t *testing.T) {
 		if r.ForeignRows != 2 || r.ViolationCount != 1 {
 			t.Fatalf("foreign rows %d, violations %d, want 2 and 1: %v", r.ForeignRows, r.ViolationCount, r.Err())
 		}
-	})
-	t.Run("outbox", func(t *testing.T) {
-		err := pgx.BeginFunc(ctx, b.poolA, func(tx pgx.Tx) error {
-			return outbox.Write(ctx, tx, outbox.Message{ID: "stuck", Subject: "saga.evt.bank-a.stuck", Data: []byte("{}")})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer exec(t, b.poolA, `DELETE FROM jetsaga_outbox`)
-		cfg := b.config(ts)
-		cfg.DrainTimeout = 300 * time.Millisecond
-		wantViolation(t, b.check(cfg), "bank-a: outbox not drained: 1 rows still pending after 300ms")
 	})
 	t.Run("parked", func(t *testing.T) {
 		// A saga parked half way: debited at bank-a, the credit neither
