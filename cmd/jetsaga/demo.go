@@ -45,7 +45,7 @@ removes everything it created.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			logs := &logRecorder{}
+			logs := newLogRecorder()
 			var h slog.Handler = logs
 			if verbose {
 				h = teeHandler{logs, slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo})}
@@ -500,53 +500,51 @@ func signed(c int64) string {
 }
 
 // logRecorder is a slog handler that remembers every record's message per
-// component, so that the demo can show what a participant did.
+// component, so that the demo can show what a participant did. The handlers
+// made by WithAttrs share their parent's records, and the lock that guards
+// them: components log from many goroutines at once.
 type logRecorder struct {
-	mu    sync.Mutex
-	attrs []slog.Attr
-	recs  *[]logRecord
+	store     *logStore
+	component string // the latest "component" attribute, or ""
+}
+
+// logStore holds the records of a logRecorder and of all its children.
+type logStore struct {
+	mu   sync.Mutex
+	recs []logRecord
 }
 
 type logRecord struct{ component, msg string }
 
+func newLogRecorder() *logRecorder { return &logRecorder{store: &logStore{}} }
+
 func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 
 func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	comp := ""
-	for _, a := range l.attrs {
-		if a.Key == "component" {
-			comp = a.Value.String()
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.recs == nil {
-		l.recs = &[]logRecord{}
-	}
-	*l.recs = append(*l.recs, logRecord{comp, r.Message})
+	l.store.mu.Lock()
+	defer l.store.mu.Unlock()
+	l.store.recs = append(l.store.recs, logRecord{l.component, r.Message})
 	return nil
 }
 
 func (l *logRecorder) WithAttrs(attrs []slog.Attr) slog.Handler {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.recs == nil {
-		l.recs = &[]logRecord{}
+	child := &logRecorder{store: l.store, component: l.component}
+	for _, a := range attrs {
+		if a.Key == "component" {
+			child.component = a.Value.String()
+		}
 	}
-	return &logRecorder{attrs: append(append([]slog.Attr{}, l.attrs...), attrs...), recs: l.recs}
+	return child
 }
 
 func (l *logRecorder) WithGroup(string) slog.Handler { return l }
 
 // count counts the records of component whose message contains s.
 func (l *logRecorder) count(component, s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.recs == nil {
-		return 0
-	}
+	l.store.mu.Lock()
+	defer l.store.mu.Unlock()
 	n := 0
-	for _, r := range *l.recs {
+	for _, r := range l.store.recs {
 		if r.component == component && strings.Contains(r.msg, s) {
 			n++
 		}

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,4 +173,43 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestLogRecorderConcurrentChildren logs from many goroutines through
+// children (and grandchildren) of one recorder, as the demo's components
+// do, while counting: every record lands in the one store, and -race finds
+// no unguarded access.
+func TestLogRecorderConcurrentChildren(t *testing.T) {
+	t.Parallel()
+	rec := newLogRecorder()
+	root := slog.New(rec)
+	const goroutines, each = 8, 200
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			comp := fmt.Sprintf("bank-%d", g%2)
+			child := root.With("component", comp)
+			grandchild := child.With("participant", comp)
+			for i := range each {
+				if i%2 == 0 {
+					child.Info("duplicate action skipped")
+				} else {
+					grandchild.Info("duplicate compensation skipped")
+				}
+				root.Info("unrelated")
+				_ = rec.count(comp, "duplicate")
+			}
+		}()
+	}
+	wg.Wait()
+	for _, comp := range []string{"bank-0", "bank-1"} {
+		if got, want := rec.count(comp, "duplicate"), goroutines/2*each; got != want {
+			t.Errorf("%s: %d records counted, want %d", comp, got, want)
+		}
+	}
+	if got, want := rec.count("", "unrelated"), goroutines*each; got != want {
+		t.Errorf("%d records without a component, want %d", got, want)
+	}
 }
