@@ -54,7 +54,9 @@
 //
 //   - a writer in the relay's process calls [Outbox.Notify] after the
 //     commit ([Outbox.Tx] does), which wakes the relays created with the
-//     same Outbox through a channel, without I/O;
+//     same Outbox through a channel, without I/O; a transaction wrapper
+//     that implements [TxObserver] learns from Write which outboxes to
+//     notify (the participants runtime's step transactions do);
 //   - a writer in another process sets Config.NotifyDB: Notify then also
 //     sends a pg_notify on the table's channel, outside the business
 //     transaction, at most one per Config.NotifyInterval (25 ms by default)
