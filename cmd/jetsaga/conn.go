@@ -32,6 +32,7 @@ type natsFlags struct {
 	nkey           string
 	user, password string
 	token          string
+	inboxPrefix    string
 	tlsCA          string
 	tlsCert        string
 	tlsKey         string
@@ -53,6 +54,8 @@ func (f *natsFlags) register(fs *pflag.FlagSet) {
 	bindEnv(fs, "nats-password", "NATS_PASSWORD")
 	fs.StringVar(&f.token, "nats-token", "", "NATS authentication token")
 	bindEnv(fs, "nats-token", "NATS_TOKEN")
+	fs.StringVar(&f.inboxPrefix, "nats-inbox-prefix", "", `prefix of the client's reply subjects instead of "_INBOX" (e.g. _INBOX_<user>, for a user that may only subscribe there)`)
+	bindEnv(fs, "nats-inbox-prefix", "NATS_INBOX_PREFIX")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate file that verifies the NATS server")
 	bindEnv(fs, "tls-ca", "NATS_TLS_CA")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "client certificate file for NATS (with --tls-key)")
@@ -96,6 +99,11 @@ func (f *natsFlags) validate() error {
 	}
 	if f.password != "" && f.user == "" {
 		return usagef("--nats-password needs --nats-user")
+	}
+	if p := f.inboxPrefix; p != "" {
+		if strings.ContainsAny(p, "*> \t\r\n") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
+			return usagef("--nats-inbox-prefix %q is not a subject prefix: want tokens without wildcards, spaces or empty tokens, e.g. _INBOX_bank-a", p)
+		}
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together: set both or neither")
@@ -283,7 +291,7 @@ func drain(nc *nats.Conn, timeout time.Duration) {
 }
 
 // options are the connection options of the flags: name, timeout,
-// authentication and TLS.
+// authentication, inbox prefix and TLS.
 func (f *natsFlags) options(name string) ([]nats.Option, error) {
 	if err := f.validate(); err != nil {
 		return nil, err
@@ -302,6 +310,9 @@ func (f *natsFlags) options(name string) ([]nats.Option, error) {
 		opts = append(opts, nats.UserInfo(f.user, f.password))
 	case f.token != "":
 		opts = append(opts, nats.Token(f.token))
+	}
+	if f.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(f.inboxPrefix))
 	}
 	if f.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(f.tlsCA))
