@@ -85,24 +85,51 @@ func (f figures) String() string {
 		f.quiesce.Round(10*time.Millisecond), f.violations, f.replay.column())
 }
 
-// TestFaults runs every scenario (in parallel as -parallel allows) and
-// prints the table of their figures.
+// Scenarios run at once: a scenario spends most of its time waiting (the
+// load is paced; restarts, timeouts and AckWaits are waited out), so on
+// CI's 2 cores four at a time keep the short form within about 3 minutes,
+// where -parallel's default (GOMAXPROCS) would take far longer. The long
+// form runs two at a time: its loads are heavier.
+const (
+	shortParallel = 4
+	soakParallel  = 2
+)
+
+// TestFaults runs every scenario, shortParallel or soakParallel at a time
+// (whatever -parallel says), in the order of scenarios(), and prints the
+// table of their figures.
 func TestFaults(t *testing.T) {
 	bin := buildBinary(t, t.TempDir())
 	var (
 		mu    sync.Mutex
 		table []figures
 	)
+	workers := shortParallel
+	if soak() {
+		workers = soakParallel
+	}
 	t.Run("scenario", func(t *testing.T) {
-		for _, sc := range scenarios() {
-			t.Run(sc.name, func(t *testing.T) {
-				t.Parallel()
-				f := runScenario(t, bin, sc)
-				mu.Lock()
-				table = append(table, f)
-				mu.Unlock()
-			})
+		todo := make(chan scenario)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for sc := range todo {
+					t.Run(sc.name, func(t *testing.T) {
+						f := runScenario(t, bin, sc)
+						mu.Lock()
+						table = append(table, f)
+						mu.Unlock()
+					})
+				}
+			}()
 		}
+		for _, sc := range scenarios() {
+			todo <- sc
+		}
+		close(todo)
+		wg.Wait()
 	})
 	t.Log(renderTable(table))
 }
