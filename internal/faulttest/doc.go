@@ -65,6 +65,12 @@
 //	go test -race -count=1 ./internal/faulttest/               # short form
 //	JETSAGA_SOAK=1 go test -count=1 -timeout 2h -v ./internal/faulttest/   # ≥ 5,000 sagas per scenario
 //
+// Scenarios run four at a time in the short form, two in the long one,
+// whatever -parallel says (they mostly wait: on a 2-core machine the short
+// form takes about 2.5 minutes under -race). Filter them by name:
+//
+//	go test -race -count=1 -run 'TestFaults/scenario/pg-crash$' ./internal/faulttest/
+//
 // Each scenario prints a figures line (sagas started, committed,
 // compensated, parked, faults injected, time to quiescence, replay) with
 // -v, and the run ends with a markdown table of all of them. When a scenario fails,

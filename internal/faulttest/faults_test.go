@@ -356,7 +356,7 @@ func scenarios() []scenario {
 		{name: "duplicates", inject: duplicate, verify: verifyDuplicates},
 		{name: "silent-participant", inject: silenceBankB, verify: verifyLateActionsRefused},
 		malformedScenario(),
-		{name: "pg-crash", deploy: deployment{ownPostgres: true}, inject: crashPostgres},
+		{name: "pg-crash", deploy: deployment{ownPostgres: true}, inject: crashPostgres, verify: verifyCrashesSeen},
 		{name: "zombie-coordinator", deploy: deployment{coordinators: 2}, inject: zombieCoordinator},
 	}
 }

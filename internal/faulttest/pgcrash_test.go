@@ -21,6 +21,7 @@ import (
 
 	"github.com/jetsaga/jetsaga/examples/bank"
 	"github.com/jetsaga/jetsaga/internal/devenv"
+	"github.com/jetsaga/jetsaga/internal/invariants"
 	"github.com/jetsaga/jetsaga/participants"
 )
 
@@ -57,9 +58,10 @@ type bankCluster struct {
 	cred *syscall.Credential // the postgres user when we are root
 	log  string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd     // the postmaster started after the last crash; nil before one
-	exited chan struct{} // closed when cmd has exited
+	mu      sync.Mutex
+	cmd     *exec.Cmd     // the postmaster started after the last crash; nil before one
+	exited  chan struct{} // closed when cmd has exited
+	crashes int
 }
 
 // newBankCluster starts a cluster for bank name with one database, and
@@ -142,6 +144,7 @@ func (c *bankCluster) crash() error {
 	}
 	c.mu.Lock()
 	exited := c.exited
+	c.crashes++
 	c.mu.Unlock()
 	if exited != nil {
 		select {
@@ -296,5 +299,22 @@ func (s *system) waitCommitted(ctx context.Context, name string, restart int) er
 			return fmt.Errorf("%s committed no step within %s of its cluster's restart #%d (last error: %v)", name, recoverTimeout, restart, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// verifyCrashesSeen checks that each crashed cluster's bank noticed (it
+// logged warnings or errors: steps retried, connections lost), so that the
+// crashes hit the banks' work rather than idle moments.
+func verifyCrashesSeen(t *testing.T, s *system, _ []*started, _ *invariants.Report) {
+	for _, c := range []*bankCluster{s.pgA, s.pgB} {
+		c.mu.Lock()
+		crashes := c.crashes
+		c.mu.Unlock()
+		p := s.bank(c.name)
+		warnings := p.count("level=WARN") + p.count("level=ERROR")
+		t.Logf("%s: crashes of its cluster: %d; warnings and errors it logged: %d", c.name, crashes, warnings)
+		if crashes > 0 && warnings == 0 {
+			t.Errorf("%s logged no warning or error: its cluster's %d crashes went unnoticed", c.name, crashes)
+		}
 	}
 }
