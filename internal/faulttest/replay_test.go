@@ -204,7 +204,7 @@ func differingFields(a, b []byte) []string {
 	var out []string
 	for k := range x {
 		if _, ok := y[k]; !ok {
-			y[k] = nil
+			y[k] = nil // a field only the first has differs too
 		}
 	}
 	for _, k := range sortedKeys(y) {
@@ -263,7 +263,7 @@ func (s *system) cli(ctx context.Context, args ...string) ([]byte, int, error) {
 	case err == nil:
 		return stdout.Bytes(), 0, nil
 	case errors.As(err, &exit):
-		return stdout.Bytes(), exit.ExitCode(), fmt.Errorf("jetsaga %s: %v: %s", strings.Join(args[:1], " "), err, bytes.TrimSpace(stderr.Bytes()))
+		return stdout.Bytes(), exit.ExitCode(), fmt.Errorf("jetsaga %s: %v: %s", args[0], err, bytes.TrimSpace(stderr.Bytes()))
 	default:
 		return nil, -1, fmt.Errorf("jetsaga %s: %w", args[0], err)
 	}
