@@ -203,8 +203,8 @@ func (s *Start) Validate() error {
 		if err := normRaw(f+".payload", &st.Payload); err != nil {
 			return err
 		}
-		if st.TimeoutMS < 0 {
-			return fieldErr(f+".timeout_ms", "is %d, must be >= 0", st.TimeoutMS)
+		if st.TimeoutMS < NoTimeout {
+			return fieldErr(f+".timeout_ms", "is %d, must be >= 0, or -1 for no timeout", st.TimeoutMS)
 		}
 		if st.Retry != nil {
 			if err := st.Retry.validate(f + ".retry"); err != nil {

@@ -78,6 +78,10 @@ type RetryPolicy struct {
 // DefaultRetry is the policy of a step that names none.
 var DefaultRetry = RetryPolicy{MaxAttempts: 10, InitialBackoffMS: 100, MaxBackoffMS: 10_000}
 
+// NoTimeout as a step's TimeoutMS says that its attempts never time out
+// (the coordinator's default step timeout does not apply).
+const NoTimeout = -1
+
 // Backoff is the delay before try n+1 after n failed tries (n >= 1), without
 // jitter.
 func (r RetryPolicy) Backoff(n int) time.Duration {
@@ -122,7 +126,9 @@ type Step struct {
 	After []string `json:"after"`
 	// TimeoutMS bounds one attempt of the action, from its dispatch: when it
 	// passes without an outcome the step counts as failed-or-unknown and is
-	// compensated (retriable steps are sent again). 0: no timeout.
+	// compensated (retriable steps are sent again). 0 (or absent): the
+	// coordinator's default step timeout (one minute unless configured),
+	// recorded in the saga's state when it starts; NoTimeout (-1): none.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// Retry is the step's retry policy; nil means DefaultRetry.
 	Retry *RetryPolicy `json:"retry,omitempty"`

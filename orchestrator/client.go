@@ -102,11 +102,11 @@ func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 // saga id. Starting an id again with the same plan does nothing and returns
 // the id; with a different plan it returns ErrPlanConflict.
 func (c *Client) Start(ctx context.Context, plan *Plan) (string, error) {
-	start, err := plan.Build()
+	start, generated, err := plan.build()
 	if err != nil {
 		return "", err
 	}
-	return start.SagaID, c.start(ctx, start, plan.trace, plan.generatedID)
+	return start.SagaID, c.start(ctx, start, plan.trace, generated)
 }
 
 // StartMessage publishes a start message built elsewhere (for instance
@@ -158,12 +158,9 @@ func (c *Client) sameAsStored(ctx context.Context, id string, data []byte) error
 	if err != nil {
 		return err
 	}
-	raw, err := stream.GetLastMsgForSubject(ctx, c.ns.Start(id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return ErrNotFound
-	}
+	raw, err := firstStart(ctx, stream, c.ns, id)
 	if err != nil {
-		return fmt.Errorf("read start of saga %s: %w", id, err)
+		return err
 	}
 	stored, err := events.DecodeStart(raw.Data)
 	if err != nil {
@@ -189,20 +186,22 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 	}
 	e, err := kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		// A saga whose first step has not answered yet has no state in the
-		// bucket: its state is its start message.
+		// A saga whose start no coordinator has applied yet (none is
+		// running, say) has no state in the bucket: its state is what its
+		// first start makes of it, which is what a coordinator will write.
 		sagas, err := c.sagasStream(ctx)
 		if err != nil {
 			return nil, err
 		}
-		st, err := foldStartMessage(ctx, sagas, c.ns, id)
+		raw, err := firstStart(ctx, sagas, c.ns, id)
 		if err != nil {
 			return nil, err
 		}
-		if st == nil {
+		in, ok := DecodeInput(c.ns, raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
+		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		return st, nil
+		return Next(nil, in).State, nil
 	}
 	if err != nil {
 		return nil, err
@@ -230,6 +229,21 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 		}
 		select {
 		case value := <-ch: // the watch carries the new state: no read needed
+			if value == nil {
+				// The watch was made anew after a reconnect: what changed
+				// meanwhile was not seen, so read the key.
+				next, err := c.Get(ctx, id)
+				if err == nil {
+					st = next
+				} else if !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+					c.wake(id) // not readable yet: try again shortly
+					select {
+					case <-time.After(250 * time.Millisecond):
+					case <-ctx.Done():
+					}
+				}
+				continue
+			}
 			if next, err := DecodeState(value); err == nil {
 				st = next
 			}
@@ -260,8 +274,9 @@ func (c *Client) subscribe(ctx context.Context, id string) (chan []byte, error) 
 			return nil, fmt.Errorf("watch state bucket: %w", err)
 		}
 		c.watcher = w
-		c.wg.Add(1)
+		c.wg.Add(2)
 		go c.dispatch(w)
+		go c.rewatch(kv)
 	}
 	set := c.waiters[id]
 	if set == nil {
@@ -281,6 +296,84 @@ func (c *Client) unsubscribe(id string, ch chan []byte) {
 	}
 }
 
+// rewatch makes the shared watch anew whenever the connection comes back,
+// then has every Wait read its key: the server may have restarted, taking
+// the watch's consumer and the updates of the outage with it.
+func (c *Client) rewatch(kv jetstream.KeyValue) {
+	defer c.wg.Done()
+	nc := c.js.Conn()
+	connected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(connected)
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-connected:
+		}
+		for {
+			w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+			if err == nil {
+				if !c.swapWatcher(w) {
+					return
+				}
+				break
+			}
+			select {
+			case <-c.done:
+				return
+			case <-time.After(250 * time.Millisecond): // JetStream is not ready yet
+			}
+		}
+		c.mu.Lock()
+		ids := make([]string, 0, len(c.waiters))
+		for id := range c.waiters {
+			ids = append(ids, id)
+		}
+		c.mu.Unlock()
+		for _, id := range ids {
+			c.wake(id)
+		}
+	}
+}
+
+// swapWatcher replaces the shared watch with w; false if the client closed.
+func (c *Client) swapWatcher(w jetstream.KeyWatcher) bool {
+	c.mu.Lock()
+	select {
+	case <-c.done:
+		c.mu.Unlock()
+		_ = w.Stop()
+		return false
+	default:
+	}
+	old := c.watcher
+	c.watcher = w
+	c.wg.Add(1)
+	go c.dispatch(w)
+	c.mu.Unlock()
+	if old != nil {
+		_ = old.Stop()
+	}
+	return true
+}
+
+// wake has every Wait for id read its key.
+func (c *Client) wake(id string) { c.notify(id, nil) }
+
+// notify hands value (nil: read the key) to every Wait for id, replacing an
+// unread older one.
+func (c *Client) notify(id string, value []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ch := range c.waiters[id] {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- value
+	}
+}
+
 // dispatch wakes the waiters of every key the shared watch reports.
 func (c *Client) dispatch(w jetstream.KeyWatcher) {
 	defer c.wg.Done()
@@ -288,16 +381,7 @@ func (c *Client) dispatch(w jetstream.KeyWatcher) {
 		if e == nil || e.Operation() != jetstream.KeyValuePut {
 			continue // the end of the initial values; a deleted or purged key
 		}
-		c.mu.Lock()
-		for ch := range c.waiters[e.Key()] {
-			// Keep only the newest value: drop an unread older one.
-			select {
-			case <-ch:
-			default:
-			}
-			ch <- e.Value()
-		}
-		c.mu.Unlock()
+		c.notify(e.Key(), e.Value())
 	}
 }
 
@@ -539,4 +623,18 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, filters []
 		}
 	}
 	return nil
+}
+
+// firstStart reads the first start message published for saga id: the one
+// the coordinator runs (a later one, with another plan, is rejected). It
+// returns ErrNotFound when there is none.
+func firstStart(ctx context.Context, sagas jetstream.Stream, ns events.Namespace, id string) (*jetstream.RawStreamMsg, error) {
+	raw, err := sagas.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(ns.Start(id)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read start of saga %s: %w", id, err)
+	}
+	return raw, nil
 }

@@ -32,8 +32,16 @@ type Config struct {
 	// of one saga are handled in order by one worker. Default 64.
 	Workers int
 	// AckWait is how long a message may stay unacknowledged before
-	// JetStream redelivers it. Default 30s.
+	// JetStream redelivers it: the time a crashed instance's messages stay
+	// out of reach. Default 5s (a message held longer behind others gets an
+	// in-progress ack).
 	AckWait time.Duration
+	// StepTimeout is the timeout of steps whose plan gives none
+	// (timeout_ms absent or 0); a step with timeout_ms -1 has none. It is
+	// recorded in a saga's state when the saga starts, so changing it
+	// affects new sagas only; replay must be given the same value. Default
+	// DefaultStepTimeout; negative: no default timeout.
+	StepTimeout time.Duration
 	// MaxAckPending bounds the messages in flight per consumer (shared by all
 	// instances). Default 8192.
 	MaxAckPending int
@@ -57,10 +65,13 @@ func (c *Config) validate() error {
 		c.Workers = 64
 	}
 	if c.AckWait < 0 {
-		return fmt.Errorf("orchestrator: Config.AckWait is %v, must be >= 0 (0 means 30s)", c.AckWait)
+		return fmt.Errorf("orchestrator: Config.AckWait is %v, must be >= 0 (0 means %v)", c.AckWait, DefaultAckWait)
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = DefaultAckWait
+	}
+	if c.StepTimeout == 0 {
+		c.StepTimeout = DefaultStepTimeout
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 8192
@@ -74,6 +85,20 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// Defaults of Config.
+const (
+	DefaultAckWait     = 5 * time.Second
+	DefaultStepTimeout = time.Minute
+)
+
+// stepTimeoutMS is the default step timeout recorded in new sagas.
+func (c *Config) stepTimeoutMS() int64 {
+	if c.StepTimeout < 0 {
+		return 0
+	}
+	return c.StepTimeout.Milliseconds()
+}
+
 // Stats are counters of a coordinator instance since it started.
 type Stats struct {
 	Processed uint64 // messages handled and acked
@@ -84,6 +109,10 @@ type Stats struct {
 	Commands  uint64 // commands published
 	Timers    uint64 // timers scheduled
 	Errors    uint64 // transient errors (the message is redelivered)
+	// Unconsumed counts commands published for a participant that no
+	// consumer of the commands stream reads (each is also logged, once a
+	// minute per participant).
+	Unconsumed uint64
 }
 
 // Coordinator consumes the sagas stream and drives every saga. Any number of
@@ -94,8 +123,9 @@ type Coordinator struct {
 	js    jetstream.JetStream
 	log   *slog.Logger
 	stats struct {
-		processed, applied, ignored, rejected, conflicts, commands, timers, errors atomic.Uint64
+		processed, applied, ignored, rejected, conflicts, commands, timers, errors, unconsumed atomic.Uint64
 	}
+	check *consumerCheck // set by Run
 }
 
 // NewCoordinator validates cfg and returns a coordinator; Run starts it.
@@ -111,7 +141,7 @@ func (c *Coordinator) Stats() Stats {
 	s := &c.stats
 	return Stats{Processed: s.processed.Load(), Applied: s.applied.Load(), Ignored: s.ignored.Load(),
 		Rejected: s.rejected.Load(), Conflicts: s.conflicts.Load(), Commands: s.commands.Load(),
-		Timers: s.timers.Load(), Errors: s.errors.Load()}
+		Timers: s.timers.Load(), Errors: s.errors.Load(), Unconsumed: s.unconsumed.Load()}
 }
 
 // Run consumes until ctx is done, then stops fetching, finishes the messages
@@ -166,14 +196,18 @@ func (c *Coordinator) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orchestrator: consume %s: %w", c.ns.SagasStream(), err)
 	}
+	inputs := newInputReader(c.js, c.ns, sagas.CachedInfo().Config.Replicas)
+	var background sync.WaitGroup
+	defer background.Wait()
+	c.check = newConsumerCheck(c.js, c.ns, c.log, &c.stats.unconsumed, &background)
 	var wg sync.WaitGroup
-	queues := make([]chan jetstream.Msg, c.cfg.Workers)
+	queues := make([]chan queued, c.cfg.Workers)
 	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
 	for i := range queues {
-		queues[i] = make(chan jetstream.Msg, 64)
-		w := &worker{c: c, kv: kv, states: states, sagas: sagas, cache: newStateCache(perWorker)}
+		queues[i] = make(chan queued, 64)
+		w := &worker{c: c, kv: kv, states: states, inputs: inputs, cache: newStateCache(perWorker), naked: map[string]uint64{}}
 		wg.Add(1)
-		go func(q <-chan jetstream.Msg) {
+		go func(q <-chan queued) {
 			defer wg.Done()
 			for msg := range q {
 				w.handle(msg)
@@ -182,7 +216,10 @@ func (c *Coordinator) run(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
-	var fetchErr error
+	var (
+		fetchErr   error
+		deliveries chain
+	)
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -192,7 +229,11 @@ func (c *Coordinator) run(ctx context.Context) error {
 			}
 			break
 		}
-		queues[shard(msg.Subject(), len(queues))] <- msg
+		q := queued{msg: msg, at: time.Now()}
+		if meta, err := msg.Metadata(); err == nil {
+			q.since = deliveries.observe(meta)
+		}
+		queues[shard(msg.Subject(), len(queues))] <- q
 	}
 	for _, q := range queues {
 		close(q)
@@ -218,14 +259,57 @@ type worker struct {
 	c      *Coordinator
 	kv     jetstream.KeyValue
 	states *stateWriter
-	sagas  jetstream.Stream
+	inputs *inputReader
 	cache  *stateCache
+	// naked holds, per saga, the highest input this worker nak'd and has
+	// not acknowledged since: the chain cannot vouch for its later inputs.
+	naked map[string]uint64
 }
 
 const opTimeout = 10 * time.Second
 
-func (w *worker) handle(msg jetstream.Msg) {
-	c := w.c
+// queued is a message waiting for its worker, with the time it was fetched
+// and what the delivery chain vouches for (see chain).
+type queued struct {
+	msg jetstream.Msg
+	at  time.Time
+	// since, if not 0: every input from this stream sequence up to the
+	// message was delivered to this instance, in stream order, before it.
+	since uint64
+}
+
+// chain follows the consumer's deliveries to this instance. JetStream
+// delivers a consumer's new messages in stream order, numbering every
+// delivery (consumer sequence); while an instance receives consecutive
+// numbers, no other instance received anything in between, so every input
+// since the chain began came to this instance, in order. A worker then knows
+// that a saga's earlier inputs since the chain began are ahead of the
+// message in its own queue (or were nak'd by it, which it remembers), and
+// needs no read of the stream to apply the message in stream order. A gap in
+// the numbering (another instance, a redelivery elsewhere) starts a new
+// chain; a redelivery is never vouched for.
+type chain struct {
+	valid       bool
+	last, since uint64 // last consumer sequence; the chain's first stream sequence
+}
+
+// observe returns what the chain vouches for the delivery described by m
+// (queued.since).
+func (c *chain) observe(m *jetstream.MsgMetadata) uint64 {
+	contiguous := c.valid && m.Sequence.Consumer == c.last+1
+	c.last = m.Sequence.Consumer
+	if m.NumDelivered > 1 {
+		c.valid = contiguous
+		return 0
+	}
+	if !contiguous {
+		c.valid, c.since = true, m.Sequence.Stream
+	}
+	return c.since
+}
+
+func (w *worker) handle(q queued) {
+	c, msg := w.c, q.msg
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	meta, err := msg.Metadata()
@@ -234,6 +318,10 @@ func (w *worker) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	if time.Since(q.at) > c.cfg.AckWait/2 {
+		// Held behind other messages for long: keep it ours.
+		_ = msg.InProgress()
+	}
 	in, ok := DecodeInput(c.ns, msg.Subject(), msg.Headers(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
 	if !ok {
 		c.stats.rejected.Add(1)
@@ -241,11 +329,20 @@ func (w *worker) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	if err := w.apply(ctx, in, meta.NumDelivered); err != nil {
+	in.StepTimeoutMS = c.cfg.stepTimeoutMS()
+	since := q.since
+	if since != 0 && w.naked[in.SagaID] != 0 {
+		since = 0 // an earlier input of the saga comes back later
+	}
+	if err := w.apply(ctx, in, since); err != nil {
 		c.stats.errors.Add(1)
 		c.log.Warn("coordinator: will retry", "saga", in.SagaID, "seq", in.Seq, "err", err)
+		w.naked[in.SagaID] = max(w.naked[in.SagaID], in.Seq)
 		_ = msg.NakWithDelay(backoff(meta.NumDelivered))
 		return
+	}
+	if n, ok := w.naked[in.SagaID]; ok && in.Seq >= n {
+		delete(w.naked, in.SagaID)
 	}
 	c.stats.processed.Add(1)
 	_ = msg.Ack()
@@ -256,109 +353,124 @@ func backoff(delivered uint64) time.Duration {
 	return min(d, 5*time.Second)
 }
 
-// apply runs one input through the state machine: load (flushing what a
-// previous transition may have left unpublished), Next, compare-and-set
-// write, publish.
-func (w *worker) apply(ctx context.Context, in Input, delivered uint64) error {
-	c := w.c
-	for try := 0; ; try++ {
-		e, err := w.load(ctx, in.SagaID, in.Kind != events.KindStart)
+// apply makes input in part of its saga's state, after every earlier input
+// of the saga in the stream (see order.go): load the state (publishing what
+// its last transition may have left unpublished); if it already includes in,
+// there is nothing to do; else apply the saga's first input between the
+// state and in — in itself when there is none — and go on until in is
+// applied. The stream is not read for inputs from since (if not 0) on:
+// the delivery chain vouches that they came to this worker before in.
+func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
+	// The saga's inputs in (state.Seq, cursor) were applied to the state of
+	// revision cursorRev and left it unchanged.
+	var cursor, cursorRev uint64
+	confirmed := false // the state was read from the bucket for in
+	for conflicts := 0; ; {
+		e, err := w.load(ctx, in.SagaID)
 		if err != nil {
 			return err
 		}
 		if err := w.flush(ctx, e); err != nil {
 			return err
 		}
-		if in.Kind == events.KindStart {
-			if e.state == nil {
-				// A new saga: its state is a function of its start message,
-				// which the stream keeps, so it is not written now — the
-				// bucket gets it with the saga's first outcome (one write
-				// less per saga). Whoever needs it before folds the start
-				// message (load, Client.Get).
-				if res := Next(nil, in); res.State != nil && res.State.Status == Running {
-					ne := &cacheEntry{state: res.State}
-					w.cache.put(in.SagaID, ne)
-					c.stats.applied.Add(1)
-					return w.flush(ctx, ne)
-				}
-			} else if delivered > 1 {
-				// A start delivered again may have been cut off while
-				// publishing its first commands: publish them again (ids
-				// and the participants' barrier make that harmless).
-				if res := Next(nil, in); res.State != nil && res.State.Pending != nil {
-					if err := c.publish(ctx, in.SagaID, res.State.Pending, res.State.Trace); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		res := Next(e.state, in)
-		if !res.Changed {
-			// A cached state may be behind another instance's writes:
-			// confirm with the bucket before dropping an input.
-			if e.cached && try == 0 && (e.state == nil || !e.state.Status.Terminal()) {
-				w.cache.drop(in.SagaID)
-				continue
-			}
-			if res.Rejected != "" {
-				c.stats.rejected.Add(1)
-				c.log.Warn("coordinator: input rejected", "saga", in.SagaID, "kind", in.Kind, "seq", in.Seq, "reason", res.Rejected)
-			} else {
-				c.stats.ignored.Add(1)
-			}
+		seq := e.seq()
+		if in.Seq <= seq {
+			w.c.stats.ignored.Add(1) // redelivered: already part of the state
 			return nil
 		}
-		data, err := EncodeState(res.State)
-		if err != nil {
-			return err
+		if e.rev != cursorRev || cursor <= seq {
+			cursor, cursorRev = seq+1, e.rev
 		}
-		rev, err := w.states.put(ctx, in.SagaID, res.State, data, e.rev)
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			c.stats.conflicts.Add(1)
-			w.cache.drop(in.SagaID)
-			if try > 50 {
-				return fmt.Errorf("state of saga %s: compare-and-set lost %d times", in.SagaID, try)
+		next := &in
+		var gap *Input
+		if since == 0 || cursor < since {
+			if gap, err = w.inputs.first(ctx, in.SagaID, e.state, cursor, in.Seq); err != nil {
+				return err
+			}
+		}
+		if gap != nil {
+			gap.StepTimeoutMS = in.StepTimeoutMS
+			next = gap
+		}
+		res := Next(e.state, *next)
+		if !res.Changed {
+			if next == &in {
+				// A cached state may be behind another instance's writes:
+				// confirm with the bucket before dropping an input.
+				if e.cached && !confirmed && (e.state == nil || !e.state.Status.Terminal()) {
+					confirmed = true
+					w.cache.drop(in.SagaID)
+					continue
+				}
+				w.count(in, res.Rejected)
+				return nil
+			}
+			cursor = next.Seq + 1
+			continue
+		}
+		ne, err := w.write(ctx, in.SagaID, e.rev, res.State)
+		if errors.Is(err, errConflict) {
+			if conflicts++; conflicts > 50 {
+				return fmt.Errorf("state of saga %s: compare-and-set lost %d times", in.SagaID, conflicts)
 			}
 			continue
 		}
 		if err != nil {
-			w.cache.drop(in.SagaID)
-			return fmt.Errorf("write state of saga %s: %w", in.SagaID, err)
+			return err
 		}
-		if res.Rejected != "" {
-			c.stats.rejected.Add(1)
-			c.log.Warn("coordinator: input rejected", "saga", in.SagaID, "kind", in.Kind, "seq", in.Seq, "reason", res.Rejected)
-		} else {
-			c.stats.applied.Add(1)
+		w.count(*next, res.Rejected)
+		if err := w.flush(ctx, ne); err != nil {
+			return err
 		}
-		ne := &cacheEntry{state: res.State, rev: rev}
-		w.cache.put(in.SagaID, ne)
-		return w.flush(ctx, ne)
+		if next == &in {
+			return nil
+		}
 	}
 }
 
-// load returns the saga's state and revision, from the cache or the bucket,
-// or (foldStart) from its start message when the bucket has no state yet. A
-// state folded from the start counts as flushed: until its start message is
-// acknowledged, JetStream delivers it again, and that delivery publishes.
-func (w *worker) load(ctx context.Context, id string, foldStart bool) (*cacheEntry, error) {
+// count records the fate of an input that was applied or ignored.
+func (w *worker) count(in Input, rejected string) {
+	c := w.c
+	switch {
+	case rejected != "":
+		c.stats.rejected.Add(1)
+		c.log.Warn("coordinator: input rejected", "saga", in.SagaID, "kind", in.Kind, "seq", in.Seq, "reason", rejected)
+	default:
+		c.stats.applied.Add(1)
+	}
+}
+
+var errConflict = errors.New("compare-and-set conflict")
+
+// write stores st as the saga's state over revision rev and caches it.
+func (w *worker) write(ctx context.Context, id string, rev uint64, st *State) (*cacheEntry, error) {
+	data, err := EncodeState(st)
+	if err != nil {
+		return nil, err
+	}
+	nrev, err := w.states.put(ctx, id, st, data, rev)
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		w.c.stats.conflicts.Add(1)
+		w.cache.drop(id)
+		return nil, errConflict
+	}
+	if err != nil {
+		w.cache.drop(id)
+		return nil, fmt.Errorf("write state of saga %s: %w", id, err)
+	}
+	ne := &cacheEntry{state: st, rev: nrev}
+	w.cache.put(id, ne)
+	return ne, nil
+}
+
+// load returns the saga's state and revision, from the cache or the bucket.
+func (w *worker) load(ctx context.Context, id string) (*cacheEntry, error) {
 	if e := w.cache.get(id); e != nil {
 		return e, nil
 	}
 	kve, err := w.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		e := &cacheEntry{flushed: true}
-		if foldStart {
-			if e.state, err = foldStartMessage(ctx, w.sagas, w.c.ns, id); err != nil {
-				return nil, err
-			}
-			if e.state != nil {
-				w.cache.put(id, e)
-				e.cached = false
-			}
-		}
-		return e, nil
+		return &cacheEntry{flushed: true}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state of saga %s: %w", id, err)
@@ -442,6 +554,9 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, tr
 		return err
 	}
 	c.stats.commands.Add(uint64(len(p.Commands)))
+	for i := range p.Commands {
+		c.check.sent(p.Commands[i].Participant)
+	}
 	if p.ScheduleMS != 0 {
 		c.stats.timers.Add(1)
 	}
@@ -486,6 +601,14 @@ func (c *stateCache) put(id string, e *cacheEntry) {
 
 func (c *stateCache) drop(id string) { delete(c.entries, id) }
 
+// seq is the stream sequence of the last input in the entry's state.
+func (e *cacheEntry) seq() uint64 {
+	if e.state == nil {
+		return 0
+	}
+	return e.state.Seq
+}
+
 // awaitAcks waits for every publish acknowledgement. Acks of a connection
 // that was closed never come, so it checks for that too.
 func awaitAcks(ctx context.Context, js jetstream.JetStream, futures []jetstream.PubAckFuture) error {
@@ -516,24 +639,4 @@ func awaitAcks(ctx context.Context, js jetstream.JetStream, futures []jetstream.
 		}
 	}
 	return nil
-}
-
-// foldStartMessage returns the state a saga has right after its start
-// message, read from the sagas stream, or nil if there is no valid start.
-func foldStartMessage(ctx context.Context, sagas jetstream.Stream, ns events.Namespace, id string) (*State, error) {
-	raw, err := sagas.GetLastMsgForSubject(ctx, ns.Start(id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read start of saga %s: %w", id, err)
-	}
-	in, ok := DecodeInput(ns, raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
-	if !ok {
-		return nil, nil
-	}
-	if r := Next(nil, in); r.State != nil && r.State.Status == Running {
-		return r.State, nil
-	}
-	return nil, nil
 }

@@ -89,6 +89,7 @@ type decision struct {
 	status events.Status
 	reason string
 	drop   bool
+	delay  time.Duration // answer this much later (the command is acked now)
 }
 
 // responder is a scripted participant speaking the wire protocol directly:
@@ -98,6 +99,7 @@ type decision struct {
 type responder struct {
 	mu   sync.Mutex
 	seen []events.Command
+	late sync.WaitGroup // answers given later
 }
 
 func (b *bundle) respond(participant string, decide func(events.Command) decision) *responder {
@@ -138,6 +140,15 @@ func (b *bundle) respond(participant string, decide func(events.Command) decisio
 		msg := nats.NewMsg(events.Default.Event(participant, cmd.SagaID))
 		msg.Data = data
 		msg.Header.Set(events.HeaderMsgID, events.OutcomeMsgID(&o, 0))
+		if d.delay > 0 {
+			_ = m.Ack()
+			r.late.Add(1)
+			time.AfterFunc(d.delay, func() {
+				defer r.late.Done()
+				_, _ = b.js.PublishMsg(ctx, msg)
+			})
+			return
+		}
 		if _, err := b.js.PublishMsg(ctx, msg); err != nil {
 			_ = m.Nak()
 			return
@@ -147,7 +158,7 @@ func (b *bundle) respond(participant string, decide func(events.Command) decisio
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	b.t.Cleanup(cc.Stop)
+	b.t.Cleanup(func() { cc.Stop(); r.late.Wait() })
 	return r
 }
 
@@ -301,7 +312,8 @@ func TestCoordinatorTimeoutWhileDown(t *testing.T) {
 		return nil
 	})
 	stop()
-	time.Sleep(2500 * time.Millisecond) // let the timer fall due with no coordinator running
+	// The timer falls due with no coordinator running: its tick is stored.
+	waitForMessage(t, b.js, events.Default.Tick("slow"))
 	b.runCoordinator(b.js)
 	st := b.wait("slow", orchestrator.Compensated)
 	if st.Steps[1].Status != orchestrator.StepCompensated || undone.Load() == 0 {

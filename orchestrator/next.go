@@ -27,6 +27,9 @@ type Input struct {
 	Err error
 	// Trace is the start message's trace context.
 	Trace Trace
+	// StepTimeoutMS is the default step timeout that a start records in
+	// the new saga's state (the coordinator's, or replay's; 0: none).
+	StepTimeoutMS int64
 }
 
 // Result is what [Next] decided.
@@ -37,11 +40,11 @@ type Result struct {
 	// Changed reports whether State differs from the previous state and must
 	// be written.
 	Changed bool
-	// Commands are to be published (with events.CommandMsgID) before the
-	// state is written.
+	// Commands are to be published (with events.CommandMsgID) once the
+	// state is written; State.Pending holds them too.
 	Commands []events.Command
-	// ScheduleMS, when non-zero, is the due time of a timer to schedule
-	// before the state is written (State.TimerMS already holds it).
+	// ScheduleMS, when non-zero, is the due time of a timer to schedule once
+	// the state is written (State.TimerMS and State.Pending hold it too).
 	ScheduleMS int64
 	// Rejected says why the input was refused (recorded in State when there
 	// is one); Ignored why it changed nothing (a duplicate or stale input).
@@ -51,8 +54,10 @@ type Result struct {
 
 // Next is the saga state machine: a pure, deterministic function of the
 // previous state (nil if the saga is unknown) and one input. The coordinator
-// publishes the commands, then writes the state with compare-and-set, then
-// acks; replay folds the stream through the same function.
+// writes the new state (its Pending output included) with compare-and-set,
+// then publishes the commands and the timer, then acks; it applies each
+// saga's inputs in stream order, so replay, which folds the stream through
+// the same function, rebuilds exactly the states it wrote.
 //
 // Inputs that do not fit — a duplicate, an outcome for an attempt that is no
 // longer current, a tick for a timer that moved — change nothing. Inputs
@@ -65,7 +70,14 @@ func Next(prev *State, in Input) Result {
 	if prev == nil {
 		return Result{Rejected: fmt.Sprintf("unknown saga %q", in.SagaID)}
 	}
-	m := machine{s: prev.clone(), now: in.TimeMS}
+	if in.Kind == events.KindEvent && !prev.hasParticipant(in.Participant) {
+		// Not a participant of this saga: nothing it says can concern the
+		// saga, so it is not recorded (the coordinator logs it). Recording it
+		// would also make the saga's state depend on inputs that no reader
+		// of the saga's own subjects sees.
+		return Result{State: prev, Ignored: fmt.Sprintf("outcome from %q, which has no step in this saga", in.Participant)}
+	}
+	m := machine{s: prev.clone(), seq: in.Seq, now: in.TimeMS}
 	var rejected string
 	if in.Err != nil {
 		rejected = in.Err.Error()
@@ -90,6 +102,7 @@ func Next(prev *State, in Input) Result {
 
 type machine struct {
 	s        *State
+	seq      uint64 // the input's stream sequence
 	now      int64
 	changed  bool
 	ignored  string
@@ -116,6 +129,7 @@ func (m *machine) result(prev *State, rejected string) Result {
 	if m.now > m.s.UpdatedMS {
 		m.s.UpdatedMS = m.now
 	}
+	m.s.Seq = max(m.s.Seq, m.seq)
 	m.s.Pending = nil
 	if len(m.commands) > 0 || r.ScheduleMS != 0 {
 		m.s.Pending = &Pending{Commands: m.commands, ScheduleMS: r.ScheduleMS}
@@ -136,11 +150,11 @@ func onStart(prev *State, in Input) Result {
 	}
 	if err != nil {
 		if prev != nil {
-			m := machine{s: prev.clone(), now: in.TimeMS}
+			m := machine{s: prev.clone(), seq: in.Seq, now: in.TimeMS}
 			m.reject(in, err.Error())
 			return m.result(prev, err.Error())
 		}
-		s := &State{V: stateVersion, SagaID: in.SagaID, Status: Rejected, Reason: err.Error(),
+		s := &State{V: stateVersion, SagaID: in.SagaID, Seq: in.Seq, Status: Rejected, Reason: err.Error(),
 			StartedMS: in.TimeMS, UpdatedMS: in.TimeMS}
 		return Result{State: s, Changed: true, Rejected: err.Error()}
 	}
@@ -148,7 +162,7 @@ func onStart(prev *State, in Input) Result {
 		if prev.PlanHash == hash {
 			return Result{State: prev, Ignored: "duplicate start"}
 		}
-		m := machine{s: prev.clone(), now: in.TimeMS}
+		m := machine{s: prev.clone(), seq: in.Seq, now: in.TimeMS}
 		reason := "saga id already started with a different plan"
 		if prev.Status == Rejected {
 			reason = "saga id already used by a rejected start; use a new id"
@@ -157,14 +171,15 @@ func onStart(prev *State, in Input) Result {
 		return m.result(prev, reason)
 	}
 	s := &State{V: stateVersion, SagaID: start.SagaID, Name: start.Name, Status: Running, Plan: start,
-		PlanHash: hash, Trace: in.Trace, StartedMS: in.TimeMS, UpdatedMS: in.TimeMS, Steps: make([]StepState, len(start.Steps))}
+		PlanHash: hash, Trace: in.Trace, StartedMS: in.TimeMS, UpdatedMS: in.TimeMS, Steps: make([]StepState, len(start.Steps)),
+		StepTimeoutMS: max(in.StepTimeoutMS, 0)}
 	if start.DeadlineMS > 0 {
 		s.DeadlineMS = in.TimeMS + start.DeadlineMS
 	}
 	for i, st := range start.Steps {
 		s.Steps[i] = StepState{Name: st.Name, Status: StepPending}
 	}
-	m := machine{s: s, now: in.TimeMS, changed: true}
+	m := machine{s: s, seq: in.Seq, now: in.TimeMS, changed: true}
 	m.advance()
 	return m.result(nil, "")
 }
@@ -186,6 +201,17 @@ func (m *machine) reject(in Input, reason string) {
 
 func (m *machine) def(i int) *events.Step { return &m.s.Plan.Steps[i] }
 
+// timeoutMS is step i's timeout: its own, else the saga's default; 0: none.
+func (m *machine) timeoutMS(i int) int64 {
+	switch t := m.def(i).TimeoutMS; {
+	case t > 0:
+		return t
+	case t == events.NoTimeout:
+		return 0
+	}
+	return m.s.StepTimeoutMS
+}
+
 func (m *machine) onOutcome(in Input) string {
 	o := in.Outcome
 	if o.SagaID != in.SagaID {
@@ -193,9 +219,6 @@ func (m *machine) onOutcome(in Input) string {
 	}
 	if o.Participant != in.Participant {
 		return fmt.Sprintf("outcome from participant %q published on participant %q's subject", o.Participant, in.Participant)
-	}
-	if m.s.Status == Rejected {
-		return "saga was rejected; it has no steps"
 	}
 	if o.Step == "" {
 		// A command too broken to read: the participant cannot say which
@@ -363,7 +386,7 @@ func (m *machine) onTick(due int64) {
 			m.stick(i, fmt.Sprintf("%s %q timed out %d times", what, st.Name, st.Sends))
 		default:
 			m.now = st.DueMS
-			m.applyOutcome(i, events.OpDo, events.Exhausted, fmt.Sprintf("timed out after %d ms (attempt %d)", def.TimeoutMS, st.Attempt), nil)
+			m.applyOutcome(i, events.OpDo, events.Exhausted, fmt.Sprintf("timed out after %d ms (attempt %d)", m.timeoutMS(i), st.Attempt), nil)
 			m.now = max(due, m.now)
 		}
 	}
@@ -411,7 +434,7 @@ func (m *machine) onControl(c *events.Control) string {
 			}
 		}
 	case events.Skip:
-		i, st := s.step(c.Step)
+		_, st := s.step(c.Step)
 		if st == nil {
 			return fmt.Sprintf("skip: unknown step %q", c.Step)
 		}
@@ -424,7 +447,6 @@ func (m *machine) onControl(c *events.Control) string {
 		} else {
 			st.UndoneMS = m.now
 		}
-		_ = i
 		if !m.anyStuck() {
 			s.Status, s.ParkedFrom = s.ParkedFrom, ""
 		}
@@ -461,8 +483,8 @@ func (m *machine) send(i int, op events.Op, readyMS int64) {
 	st.Attempt++
 	st.Sends++
 	st.DueMS = 0
-	if def.TimeoutMS > 0 {
-		st.DueMS = readyMS + def.TimeoutMS
+	if t := m.timeoutMS(i); t > 0 {
+		st.DueMS = readyMS + t
 	}
 	action := def.Action
 	if op == events.OpDo {

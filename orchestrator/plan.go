@@ -22,8 +22,6 @@ type Plan struct {
 	start events.Start
 	trace Trace
 	errs  []error
-	// generatedID: Build chose the id (a new UUIDv7), so no saga can have it.
-	generatedID bool
 }
 
 // TraceContext sets the W3C trace context (traceparent, tracestate) sent
@@ -42,7 +40,7 @@ func NewPlan(name string) *Plan {
 
 // ID sets the saga id (a single subject token). Starting the same id twice
 // with the same plan starts one saga.
-func (p *Plan) ID(id string) *Plan { p.start.SagaID, p.generatedID = id, false; return p }
+func (p *Plan) ID(id string) *Plan { p.start.SagaID = id; return p }
 
 // Input attaches a JSON document to the saga, for the record.
 func (p *Plan) Input(v any) *Plan {
@@ -70,9 +68,20 @@ func After(steps ...string) StepOption {
 // Timeout bounds each attempt of the step: without an outcome by then, a
 // compensable step is compensated, a retriable one sent again, a pivot parks
 // the saga.
+// Without it a step gets the coordinator's default (Config.StepTimeout);
+// Timeout(NoTimeout) says that the step never times out.
 func Timeout(d time.Duration) StepOption {
-	return func(s *events.Step) { s.TimeoutMS = d.Milliseconds() }
+	return func(s *events.Step) {
+		if d == NoTimeout {
+			s.TimeoutMS = events.NoTimeout
+			return
+		}
+		s.TimeoutMS = d.Milliseconds()
+	}
 }
+
+// NoTimeout, given to [Timeout], makes a step's attempts never time out.
+const NoTimeout time.Duration = -1
 
 // Retry sets the step's retry policy (participant-side retries of transient
 // errors, and re-sends of retriable steps and compensations).
@@ -127,23 +136,32 @@ func marshal(v any) (json.RawMessage, error) {
 	return json.Marshal(v)
 }
 
-// Build validates the plan and returns its start message (with a new UUIDv7
-// id if none was set). The same Plan builds the same message every time.
+// Build validates the plan and returns its start message. A plan without
+// an id ([Plan.ID]) gets a new UUIDv7 at every Build, so starting one plan
+// in a loop starts a new saga each time.
 func (p *Plan) Build() (events.Start, error) {
+	start, _, err := p.build()
+	return start, err
+}
+
+// build is Build, also reporting whether it chose the id (then no saga can
+// have it yet).
+func (p *Plan) build() (start events.Start, generated bool, err error) {
 	if err := errors.Join(p.errs...); err != nil {
-		return events.Start{}, err
+		return events.Start{}, false, err
 	}
-	if p.start.SagaID == "" {
+	start = p.start
+	if start.SagaID == "" {
 		id, err := uuid.NewV7()
 		if err != nil {
-			return events.Start{}, err
+			return events.Start{}, false, err
 		}
-		p.start.SagaID = id.String()
-		p.generatedID = true
+		start.SagaID, generated = id.String(), true
 	}
-	data, err := p.start.Encode()
+	data, err := start.Encode()
 	if err != nil {
-		return events.Start{}, err
+		return events.Start{}, false, err
 	}
-	return events.DecodeStart(data)
+	start, err = events.DecodeStart(data)
+	return start, generated, err
 }

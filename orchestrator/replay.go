@@ -3,18 +3,37 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
 )
 
+// ReplayOptions configure Fold and Replay.
+type ReplayOptions struct {
+	// Streams are the options a bucket that Replay creates gets.
+	Streams events.StreamOptions
+	// StepTimeout must be the coordinators' Config.StepTimeout (the default
+	// step timeout that starts record in their sagas' states). Default
+	// DefaultStepTimeout; negative: none.
+	StepTimeout time.Duration
+}
+
 // Fold rebuilds every saga's state from the sagas stream: it feeds each
 // input, in stream order, through Next. The stream holds every input of the
 // state machine (starts, outcomes, timers, operator actions), so the result
 // equals what the coordinators wrote, as long as the stream's max age has
 // not dropped a saga's early messages.
-func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace) (map[string]*State, error) {
+//
+// Starts record the default step timeout in a saga's state: give the
+// coordinators' Config.StepTimeout as opts.StepTimeout.
+func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace, opts ReplayOptions) (map[string]*State, error) {
+	cfg := Config{StepTimeout: opts.StepTimeout}
+	if cfg.StepTimeout == 0 {
+		cfg.StepTimeout = DefaultStepTimeout
+	}
+	stepTimeout := cfg.stepTimeoutMS()
 	states := map[string]*State{}
 	err := scan(ctx, js, ns.SagasStream(), ns.CoordinatorFilters(), func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
@@ -25,6 +44,7 @@ func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace) (map
 		if !ok {
 			return nil
 		}
+		in.StepTimeoutMS = stepTimeout
 		if r := Next(states[in.SagaID], in); r.Changed {
 			states[in.SagaID] = r.State
 		}
@@ -38,12 +58,12 @@ func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace) (map
 // (ns.StateBucket()) it repairs a lost or damaged bucket: stop the
 // coordinators first. Into another bucket it lets an operator compare.
 // It returns the number of sagas written.
-func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bucket string, opts events.StreamOptions) (int, error) {
-	states, err := Fold(ctx, js, ns)
+func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bucket string, opts ReplayOptions) (int, error) {
+	states, err := Fold(ctx, js, ns, opts)
 	if err != nil {
 		return 0, err
 	}
-	cfg := ns.StateBucketConfig(opts)
+	cfg := ns.StateBucketConfig(opts.Streams)
 	cfg.Bucket = bucket
 	kv, err := openOrCreateBucket(ctx, js, cfg)
 	if err != nil {

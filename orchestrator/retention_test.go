@@ -136,7 +136,7 @@ func TestReplayIntoTheLiveBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.wait("done", orchestrator.Committed)
-	n, err := orchestrator.Replay(ctx, b.js, events.Default, events.Default.StateBucket(), events.StreamOptions{})
+	n, err := orchestrator.Replay(ctx, b.js, events.Default, events.Default.StateBucket(), orchestrator.ReplayOptions{})
 	if err != nil || n != 1 {
 		t.Fatalf("Replay = %d, %v; want 1 saga rebuilt", n, err)
 	}

@@ -159,7 +159,7 @@ func TestTwoCoordinators(t *testing.T) {
 func (b *bundle) compareReplay() {
 	b.t.Helper()
 	ctx := context.Background()
-	n, err := orchestrator.Replay(ctx, b.js, events.Default, "rebuilt", events.StreamOptions{})
+	n, err := orchestrator.Replay(ctx, b.js, events.Default, "rebuilt", orchestrator.ReplayOptions{})
 	if err != nil {
 		b.t.Fatal(err)
 	}

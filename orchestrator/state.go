@@ -62,6 +62,11 @@ type State struct {
 	SagaID string `json:"saga_id"`
 	Name   string `json:"name,omitempty"`
 	Status Status `json:"status"`
+	// Seq is the stream sequence of the last input that changed the state.
+	// Coordinators apply a saga's inputs in stream order (an input at or
+	// below Seq is already part of the state), so the state is always the
+	// fold of the sagas stream up to Seq.
+	Seq uint64 `json:"seq"`
 	// Reason says why the saga compensates, is parked or was rejected.
 	Reason string `json:"reason,omitempty"`
 	// ParkedFrom is the status a parked saga had: the direction it resumes in.
@@ -78,6 +83,9 @@ type State struct {
 	StartedMS  int64 `json:"started_ms"`
 	UpdatedMS  int64 `json:"updated_ms"`
 	DeadlineMS int64 `json:"deadline_ms,omitempty"`
+	// StepTimeoutMS is the timeout of the steps whose plan gives none: the
+	// coordinator's default when the saga started (0: none).
+	StepTimeoutMS int64 `json:"step_timeout_ms,omitempty"`
 	// FailMS and FailStep identify the failure that started compensation:
 	// the earliest one (by time, then step index), whatever order they were
 	// applied in.
@@ -157,6 +165,30 @@ func (s *State) clone() *State {
 	c := *s
 	c.Steps = slices.Clone(s.Steps)
 	return &c // Rejections is only ever replaced, never written in place
+}
+
+// participants returns the distinct participants of the saga's steps.
+func (s *State) participants() []string {
+	var ps []string
+	if s.Plan != nil {
+		for i := range s.Plan.Steps {
+			if p := s.Plan.Steps[i].Participant; !slices.Contains(ps, p) {
+				ps = append(ps, p)
+			}
+		}
+	}
+	return ps
+}
+
+func (s *State) hasParticipant(p string) bool {
+	if s.Plan != nil {
+		for i := range s.Plan.Steps {
+			if s.Plan.Steps[i].Participant == p {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *State) step(name string) (int, *StepState) {

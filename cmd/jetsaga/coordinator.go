@@ -21,6 +21,7 @@ func (a *app) coordinatorCmd() *cobra.Command {
 		replicas    int
 		maxAge      time.Duration
 		workers     int
+		stepTimeout time.Duration
 		metricsAddr string
 	)
 	cmd := &cobra.Command{
@@ -63,11 +64,12 @@ With --metrics-addr it serves its counters in the Prometheus text format on /met
 			}
 			defer drain(nc, drainTimeout)
 			c, err := orchestrator.NewCoordinator(orchestrator.Config{
-				JetStream: js,
-				Namespace: ns,
-				Streams:   events.StreamOptions{Replicas: replicas, MaxAge: maxAge},
-				Workers:   workers,
-				Logger:    log,
+				JetStream:   js,
+				Namespace:   ns,
+				Streams:     events.StreamOptions{Replicas: replicas, MaxAge: maxAge},
+				Workers:     workers,
+				StepTimeout: stepTimeout,
+				Logger:      log,
 			})
 			if err != nil {
 				return err
@@ -104,6 +106,8 @@ With --metrics-addr it serves its counters in the Prometheus text format on /met
 	bindEnv(fs, "max-age", "JETSAGA_MAX_AGE")
 	fs.IntVar(&workers, "workers", 64, "sagas this instance works on at once")
 	bindEnv(fs, "workers", "JETSAGA_WORKERS")
+	fs.DurationVar(&stepTimeout, "step-timeout", orchestrator.DefaultStepTimeout, "timeout of the steps whose plan gives none (timeout_ms absent or 0), recorded in each saga when it starts; -1s for none (a step with timeout_ms -1 never times out); give replay the same value")
+	bindEnv(fs, "step-timeout", "JETSAGA_STEP_TIMEOUT")
 	fs.StringVar(&metricsAddr, "metrics-addr", "", `serve Prometheus metrics on this address, e.g. ":9090" (default: off)`)
 	bindEnv(fs, "metrics-addr", "JETSAGA_METRICS_ADDR")
 	return cmd

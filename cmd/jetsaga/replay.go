@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -32,12 +33,13 @@ type compareJSON struct {
 
 func (a *app) replayCmd() *cobra.Command {
 	var (
-		nf       natsFlags
-		into     string
-		force    bool
-		compare  bool
-		asJSON   bool
-		replicas int
+		nf          natsFlags
+		into        string
+		force       bool
+		compare     bool
+		asJSON      bool
+		replicas    int
+		stepTimeout time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "replay",
@@ -85,7 +87,7 @@ differ (exit code 6 if any do). Sagas in flight while coordinators run may diffe
 			if err != nil {
 				return err
 			}
-			states, err := orchestrator.Fold(ctx, s.js, ns)
+			states, err := orchestrator.Fold(ctx, s.js, ns, orchestrator.ReplayOptions{StepTimeout: stepTimeout})
 			if err != nil {
 				return fmt.Errorf("replay %s: %w", ns.SagasStream(), err)
 			}
@@ -133,6 +135,8 @@ differ (exit code 6 if any do). Sagas in flight while coordinators run may diffe
 	fs.BoolVar(&compare, "compare", false, "compare the rebuilt states with the live bucket; exit 6 if any differ")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	fs.IntVar(&replicas, "replicas", 1, "replicas of the bucket if it has to be created")
+	fs.DurationVar(&stepTimeout, "step-timeout", orchestrator.DefaultStepTimeout, "the coordinators' --step-timeout (the default step timeout that starts record in their sagas)")
+	bindEnv(fs, "step-timeout", "JETSAGA_STEP_TIMEOUT")
 	return cmd
 }
 

@@ -1,0 +1,271 @@
+package orchestrator_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/testenv"
+	"github.com/jetsaga/jetsaga/orchestrator"
+	"github.com/jetsaga/jetsaga/outbox"
+)
+
+// TestWaitAcrossNATSRestart: NATS restarts while a client waits; the saga
+// ends after the restart. The shared watch is made anew on reconnect and
+// the key read again, so Wait returns with the saga's end, not when a
+// heartbeat finally notices the watch is gone.
+func TestWaitAcrossNATSRestart(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	nc, js := testenv.Connect(t, srv.URL())
+	ctx := context.Background()
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	client := orchestrator.NewClient(js, events.Default)
+	t.Cleanup(client.Close)
+	b := &bundle{t: t, srv: srv, nc: nc, js: js, client: client}
+	b.runCoordinator(js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", func(events.Command) decision { return decision{delay: 2500 * time.Millisecond} })
+	id, err := client.Start(ctx, transferPlan("restart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		st  *orchestrator.State
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		st, err := client.Wait(wctx, id)
+		done <- result{st, err, time.Now()}
+	}()
+	// The credit is in flight (its answer comes 2.5 s after its command):
+	// NATS goes down for a while.
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		st, err := client.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if st.Steps[1].Status != orchestrator.StepRunning {
+			return fmt.Errorf("credit is %s", st.Steps[1].Status)
+		}
+		return nil
+	})
+	srv.Shutdown()
+	time.Sleep(500 * time.Millisecond)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("wait: %v (state %+v)", r.err, r.st)
+	}
+	if r.st.Status != orchestrator.Committed {
+		t.Fatalf("saga is %s (%s), want committed", r.st.Status, r.st.Reason)
+	}
+	// The bound is generous; without re-watching, Wait learnt of the end
+	// only when the watch's heartbeats gave up on the old consumer.
+	if late := r.at.Sub(time.UnixMilli(r.st.UpdatedMS)); late > 3*time.Second {
+		t.Fatalf("Wait returned %v after the saga ended", late)
+	}
+}
+
+// TestFirstStartRuns: two starts with different plans are published for one
+// id while no coordinator runs (by a client that sets other message ids).
+// Get shows the first one's plan, the one the coordinator runs; the second
+// is recorded as rejected.
+func TestFirstStartRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	publish := func(msgID string, plan *orchestrator.Plan) {
+		start, err := plan.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := start.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(events.Default.Start(start.SagaID))
+		m.Data = data
+		m.Header.Set(events.HeaderMsgID, msgID)
+		if _, err := b.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := transferPlan("twice")
+	second := orchestrator.NewPlan("other").ID("twice").Step("only", "bank-a", "TransOut", "TransOutCompensate", nil)
+	publish("A", first)
+	publish("B", second)
+	st, err := b.client.Get(ctx, "twice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Name != "transfer" || len(st.Steps) != 2 {
+		t.Fatalf("Get shows plan %q with %d steps, want the first start's", st.Name, len(st.Steps))
+	}
+	if err := b.client.StartMessage(ctx, mustBuild(t, first)); err != nil {
+		t.Fatalf("starting the first plan again: %v", err)
+	}
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	st = b.wait("twice", orchestrator.Committed)
+	if st.Name != "transfer" || len(st.Rejections) != 1 || !strings.Contains(st.Rejections[0].Reason, "different plan") {
+		t.Fatalf("saga ran %q with rejections %+v, want the first plan and the second start rejected", st.Name, st.Rejections)
+	}
+}
+
+func mustBuild(t *testing.T, p *orchestrator.Plan) events.Start {
+	t.Helper()
+	s, err := p.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestNoSilentSagas: a step for a participant that has no consumer (a typo)
+// is listed from the start, logged and counted by the coordinator, and
+// times out by the default step timeout; a step with timeout_ms -1 has none.
+func TestNoSilentSagas(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var logs syncBuffer
+	_, c := b.runCoordinator(b.js, func(c *orchestrator.Config) {
+		c.StepTimeout = 1500 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	b.respond("bank-a", ok)
+	ctx := context.Background()
+	typo := orchestrator.NewPlan("transfer").ID("typo").
+		Step("debit", "bank-a", "TransOut", "TransOutCompensate", nil).
+		Step("credit", "bank-z", "TransIn", "TransInCompensate", nil, orchestrator.Retry(2, 10*time.Millisecond, 10*time.Millisecond))
+	if _, err := b.client.Start(ctx, typo); err != nil {
+		t.Fatal(err)
+	}
+	forever := orchestrator.NewPlan("transfer").ID("forever").
+		Step("credit", "bank-y", "TransIn", "TransInCompensate", nil, orchestrator.Timeout(orchestrator.NoTimeout))
+	if _, err := b.client.Start(ctx, forever); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		list, err := b.client.List(ctx, orchestrator.ListFilter{Status: orchestrator.Running})
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, st := range list {
+			seen[st.SagaID] = true
+		}
+		if !seen["forever"] {
+			return fmt.Errorf("running sagas listed: %v", seen)
+		}
+		return nil
+	})
+	// The credit times out, and so does its compensation (bank-z is no
+	// more there for it): the saga parks, for an operator to see.
+	st := b.wait("typo", orchestrator.Parked)
+	if credit := st.Steps[1]; !strings.Contains(credit.Reason, "timed out after 1500 ms") || st.StepTimeoutMS != 1500 ||
+		!strings.Contains(st.Reason, `compensation of step "credit" timed out 2 times`) {
+		t.Fatalf("saga parked for %q, credit %q (step timeout %d ms), want the default step timeout", st.Reason, credit.Reason, st.StepTimeoutMS)
+	}
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if n := c.Stats().Unconsumed; n < 2 {
+			return fmt.Errorf("%d unconsumed commands counted, want 2 or more", n)
+		}
+		for _, p := range []string{"participant=bank-z", "participant=bank-y"} {
+			if !strings.Contains(logs.String(), p) {
+				return fmt.Errorf("no log line for %s in %q", p, logs.String())
+			}
+		}
+		return nil
+	})
+	st, err := b.client.Get(ctx, "forever")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != orchestrator.Running || st.Steps[0].DueMS != 0 || st.TimerMS != 0 {
+		t.Fatalf("a step without timeout is %s, due %d, timer %d", st.Status, st.Steps[0].DueMS, st.TimerMS)
+	}
+}
+
+// TestStartReusedPlan: a plan without an id started in a loop starts a new
+// saga each time.
+func TestStartReusedPlan(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	plan := orchestrator.NewPlan("transfer").Step("debit", "bank-a", "TransOut", "TransOutCompensate", nil)
+	seen := map[string]bool{}
+	for range 3 {
+		id, err := b.client.Start(context.Background(), plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[id] {
+			t.Fatalf("id %s returned twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+// TestStartTxReusedPlan: the same for StartTx.
+func TestStartTxReusedPlan(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Postgres(t)
+	ctx := context.Background()
+	if err := outbox.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	plan := orchestrator.NewPlan("transfer").Step("debit", "bank-a", "TransOut", "TransOutCompensate", nil)
+	seen := map[string]bool{}
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for range 3 {
+			id, err := orchestrator.StartTx(ctx, tx, nil, events.Default, plan)
+			if err != nil {
+				return err
+			}
+			if seen[id] {
+				return fmt.Errorf("id %s returned twice", id)
+			}
+			seen[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
