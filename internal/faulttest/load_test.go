@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/jetsaga/jetsaga/examples/bank"
 	"github.com/jetsaga/jetsaga/internal/invariants"
 	"github.com/jetsaga/jetsaga/orchestrator"
@@ -183,13 +185,19 @@ func (l *load) one(ctx context.Context, rng *rand.Rand) *started {
 	default:
 		to = normal()
 	}
-	plan := bank.TransferPlan("", from, to, amount, orchestrator.Timeout(stepTimeout))
+	id, err := uuid.NewV7()
+	if err != nil {
+		s.t.Errorf("saga id: %v", err)
+		return nil
+	}
+	plan := bank.TransferPlan(id.String(), from, to, amount, orchestrator.Timeout(stepTimeout))
 	x.began = time.Now()
 	x.tr = invariants.Transfer{From: from, To: to, Amount: amount}
-	// The plan keeps the id it generated: publishing it again is
-	// idempotent (same message id; a duplicate is compared with the
-	// stored start).
-	var err error
+	// The load chooses the id, so publishing the start again is idempotent
+	// (same message id; a duplicate is compared with the stored start): a
+	// plan without an id would get a new one at each try, and a try whose
+	// acknowledgement was lost would run a saga the load does not know.
+
 	for try := 0; try < startTries; try++ {
 		c, cancel := context.WithTimeout(ctx, startCall)
 		x.tr.ID, err = s.client.Start(c, plan)
