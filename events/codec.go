@@ -191,6 +191,9 @@ func (s *Start) Validate() error {
 			if st.Compensation != "" {
 				return fieldErr(f+".compensation", "a %s step has no compensation", st.Kind)
 			}
+			if st.CompensateFailed {
+				return fieldErr(f+".compensate_failed", "a %s step has no compensation", st.Kind)
+			}
 			if st.Kind == Pivot {
 				pivots++
 				if pivots > 1 {

@@ -139,6 +139,13 @@ func TestDecodeStartErrors(t *testing.T) {
 			return mutate(t, func(m map[string]any) { delete(step(m, 0), "compensation") })
 		}, "steps[0].compensation", "missing"},
 		{"pivot with compensation", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 1)["kind"] = "pivot" }) }, "steps[1].compensation", "no compensation"},
+		{"pivot compensating its failure", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) {
+				step(m, 1)["kind"] = "pivot"
+				delete(step(m, 1), "compensation")
+				step(m, 1)["compensate_failed"] = true
+			})
+		}, "steps[1].compensate_failed", "no compensation"},
 		{"unknown kind", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { step(m, 1)["kind"] = "magic" }) }, "steps[1].kind", "unknown kind"},
 		{"two pivots", func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) {

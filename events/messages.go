@@ -132,6 +132,12 @@ type Step struct {
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// Retry is the step's retry policy; nil means DefaultRetry.
 	Retry *RetryPolicy `json:"retry,omitempty"`
+	// CompensateFailed makes a failed action count as one whose effect is
+	// unknown: the step is compensated like one that timed out, instead of
+	// being taken as having had no effect. For participants that may commit
+	// and then answer failure (DTM's HTTP branches: their barrier makes the
+	// compensation a null one when nothing committed). Compensable steps only.
+	CompensateFailed bool `json:"compensate_failed,omitempty"`
 }
 
 // RetryPolicy returns the step's policy or DefaultRetry.

@@ -291,7 +291,14 @@ func (m *machine) applyOutcome(i int, op events.Op, status events.Status, reason
 		}
 		m.unstick(i)
 		return
-	case events.Failed, events.Rejected:
+	case events.Failed:
+		st.Status = StepFailed
+		if def.CompensateFailed {
+			// The participant may have committed and then answered
+			// failure (DTM's HTTP branches): undo it like a timeout.
+			st.Status = StepUnknown
+		}
+	case events.Rejected:
 		st.Status = StepFailed
 	default: // exhausted: every try rolled back, but a commit whose reply was lost cannot be ruled out
 		st.Status = StepUnknown

@@ -144,6 +144,35 @@ func TestNextFirstStepFailsNothingToUndo(t *testing.T) {
 	}
 }
 
+// A step with compensate_failed whose action answers failed is compensated
+// (in reverse order, before the earlier steps): the participant may have
+// committed before it answered (DTM's HTTP branches). A rejected action is
+// still taken as having had no effect.
+func TestNextCompensateFailedUndoesTheFailedStep(t *testing.T) {
+	steps := transfer()
+	steps[1].CompensateFailed = true
+	f := newFixture(t, steps...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
+	f.outcome("bank-b", "credit", events.OpDo, 1, events.Failed, "FAILURE")
+	f.expect(Compensating, "credit/undo/2")
+	if f.stepStatus("credit") != StepCompensating || !strings.Contains(f.state.Reason, "FAILURE") {
+		t.Fatalf("steps = %+v, reason %q", f.state.Steps, f.state.Reason)
+	}
+	f.outcome("bank-b", "credit", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensating, "debit/undo/2")
+	f.outcome("bank-a", "debit", events.OpUndo, 2, events.Compensated, "")
+	f.expect(Compensated)
+
+	steps = transfer()
+	steps[0].CompensateFailed = true
+	f = newFixture(t, steps...)
+	f.outcome("bank-a", "debit", events.OpDo, 1, events.Rejected, "unknown action")
+	f.expect(Compensated)
+	if f.stepStatus("debit") != StepFailed {
+		t.Fatalf("a rejected action was compensated: %+v", f.state.Steps)
+	}
+}
+
 func TestNextDuplicatesAndStaleOutcomes(t *testing.T) {
 	f := newFixture(t, transfer()...)
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")

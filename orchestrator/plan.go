@@ -91,6 +91,16 @@ func Retry(maxAttempts int, initial, max time.Duration) StepOption {
 	}
 }
 
+// CompensateFailed makes a failed action of the step count as one whose
+// effect is unknown, so that it is compensated too (as after a timeout)
+// instead of taken as having had no effect. It is for participants that
+// may commit and then answer failure, such as DTM-style HTTP services whose
+// barrier turns the compensation into a null one when nothing committed.
+// Compensable steps only.
+func CompensateFailed() StepOption {
+	return func(s *events.Step) { s.CompensateFailed = true }
+}
+
 // Step adds a compensable step: participant runs action, and compensation if
 // the saga has to be undone. payload is marshalled to JSON (json.RawMessage
 // and []byte holding JSON are used as they are).
