@@ -484,32 +484,62 @@ type TimelineEntry struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 }
 
-// Timeline returns every message of a saga in both streams (start, commands,
-// outcomes, timers, operator actions), in time order.
+// Timeline returns the messages of a saga in both streams (start, commands,
+// outcomes of its participants, timers, operator actions), in time order.
+// It reads them by direct gets on the saga's literal subjects, so it costs
+// what it returns whatever the streams hold; outcomes published by
+// participants that have no step in the saga (which the coordinator
+// ignores) are not shown.
 func (c *Client) Timeline(ctx context.Context, id string) ([]TimelineEntry, error) {
 	if err := events.ValidToken(id); err != nil {
 		return nil, fmt.Errorf("saga id %q %v", id, err)
 	}
-	var out []TimelineEntry
-	for _, src := range []struct {
-		stream  string
-		filters []string
-	}{
-		{c.ns.SagasStream(), c.ns.SagaSubjects(id)},
-		{c.ns.CommandsStream(), []string{c.ns.Prefix() + ".cmd.*." + id}},
-	} {
-		msgs, err := readAll(ctx, c.js, src.stream, src.filters)
-		if err != nil {
-			return nil, err
+	sagas, err := c.sagasStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmds, err := c.js.Stream(ctx, c.ns.CommandsStream())
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", c.ns.CommandsStream(), err)
+	}
+	var participants []string
+	if raw, err := firstStart(ctx, sagas, c.ns, id); err == nil {
+		if start, err := events.DecodeStart(raw.Data); err == nil {
+			participants = (&State{Plan: &start}).participants()
 		}
-		for _, m := range msgs {
-			meta, _ := m.Metadata()
-			sub, _ := c.ns.Parse(m.Subject())
-			out = append(out, TimelineEntry{Stream: src.stream, Seq: meta.Sequence.Stream, Time: meta.Timestamp,
-				Subject: m.Subject(), Kind: sub.Kind, Summary: summarize(sub.Kind, m.Data()), Data: jsonOrNil(m.Data())})
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	type source struct {
+		stream  jetstream.Stream
+		subject string
+	}
+	sources := []source{{sagas, c.ns.Start(id)}, {sagas, c.ns.Tick(id)}, {sagas, c.ns.Control(id)}}
+	for _, p := range participants {
+		sources = append(sources, source{sagas, c.ns.Event(p, id)}, source{cmds, c.ns.Command(p, id)})
+	}
+	var out []TimelineEntry
+	for _, src := range sources {
+		for seq := uint64(1); ; {
+			m, err := src.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(src.subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", src.subject, err)
+			}
+			sub, _ := c.ns.Parse(m.Subject)
+			out = append(out, TimelineEntry{Stream: src.stream.CachedInfo().Config.Name, Seq: m.Sequence, Time: m.Time,
+				Subject: m.Subject, Kind: sub.Kind, Summary: summarize(sub.Kind, m.Data), Data: jsonOrNil(m.Data)})
+			seq = m.Sequence + 1
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
+		}
+		return out[i].Stream == out[j].Stream && out[i].Seq < out[j].Seq
+	})
 	return out, nil
 }
 
@@ -570,15 +600,6 @@ func summarize(kind events.Kind, data []byte) string {
 
 // readAll reads every message of a stream that matches filters, with an
 // ephemeral consumer, and returns them in stream order.
-func readAll(ctx context.Context, js jetstream.JetStream, stream string, filters []string) ([]jetstream.Msg, error) {
-	var out []jetstream.Msg
-	err := scan(ctx, js, stream, filters, func(m jetstream.Msg) error {
-		out = append(out, m)
-		return nil
-	})
-	return out, err
-}
-
 // scan calls f for every message of a stream that matches filters, in
 // stream order, up to the last message present when it starts.
 func scan(ctx context.Context, js jetstream.JetStream, stream string, filters []string, f func(jetstream.Msg) error) error {
