@@ -13,6 +13,7 @@ func (a *app) devCmd() *cobra.Command {
 		db       dbFlags
 		lf       logFlags
 		port     int
+		dtmPort  int
 		storeDir string
 	)
 	cmd := &cobra.Command{
@@ -20,7 +21,8 @@ func (a *app) devCmd() *cobra.Command {
 		Short: "Run a local development environment until Ctrl-C",
 		Long: `Run a whole local jetsaga environment in this process until Ctrl-C or SIGTERM: an embedded NATS
 server with JetStream on --port, PostgreSQL (DATABASE_URL's server, or a throwaway cluster from the
-local binaries) with the databases bank_a and bank_b, the coordinator and both banks of the example.
+local binaries) with the databases bank_a and bank_b, the coordinator and both banks of the example,
+an HTTP participant (calling services on this machine) and the DTM-compatible API on --dtm-port.
 It prints how to connect and an example "jetsaga start" command.
 
 JetStream's data lives in a temporary directory removed at exit, or in --store-dir, which is kept.
@@ -48,14 +50,17 @@ created if missing and kept, so a dev environment with both survives restarts.`,
 			if err != nil {
 				return fmt.Errorf("start the dev environment: %w", err)
 			}
+			var dtmURL string
 			if err := s.startParticipants(); err == nil {
-				_, err = s.startCoordinator()
+				if _, err = s.startCoordinator(); err == nil {
+					dtmURL, err = s.startDTM(dtmPort)
+				}
 			}
 			if err != nil {
 				_ = s.close()
 				return err
 			}
-			a.printDevInfo(s, port, storeDir)
+			a.printDevInfo(s, port, storeDir, dtmURL)
 			<-ctx.Done()
 			fmt.Fprintln(a.stdout, "jetsaga dev: stopping...")
 			if err := s.close(); err != nil {
@@ -69,12 +74,13 @@ created if missing and kept, so a dev environment with both survives restarts.`,
 	db.register(fs, "an existing PostgreSQL server to keep the banks' databases on (default: a throwaway cluster from the local binaries)")
 	lf.register(fs)
 	fs.IntVar(&port, "port", 4222, "NATS client port on 127.0.0.1")
+	fs.IntVar(&dtmPort, "dtm-port", defaultDTMPort, "port on 127.0.0.1 of the DTM-compatible API (a free one if it is taken)")
 	fs.StringVar(&storeDir, "store-dir", "", "keep JetStream's data in this directory (default: a temporary directory removed at exit)")
 	return cmd
 }
 
 // printDevInfo tells the user how to reach the environment.
-func (a *app) printDevInfo(s *stack, port int, storeDir string) {
+func (a *app) printDevInfo(s *stack, port int, storeDir, dtmURL string) {
 	w := a.stdout
 	urlFlag := ""
 	if port != 4222 {
@@ -94,6 +100,7 @@ func (a *app) printDevInfo(s *stack, port int, storeDir string) {
 	for _, b := range banks {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.name, redactURL(s.dbURLs[b.name]), pg)
 	}
+	fmt.Fprintf(tw, "  DTM API\t%s\tHTTP steps may call %s\n", dtmURL, strings.Join(devAllow, ", "))
 	fmt.Fprintf(tw, "  coordinator\tprefix %s\tstreams %s, %s; bucket %s\n", s.ns.Prefix(), s.ns.SagasStream(), s.ns.CommandsStream(), s.ns.StateBucket())
 	_ = tw.Flush()
 	var accs []string
