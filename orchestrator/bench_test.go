@@ -40,11 +40,11 @@ func BenchmarkStateCodec(b *testing.B) {
 	st := Next(nil, Input{Kind: events.KindStart, SagaID: plan.SagaID, Start: &plan, TimeMS: 1, Seq: 1}).State
 	b.ReportAllocs()
 	for b.Loop() {
-		raw, err := EncodeState(st)
+		raw, err := encodeState(st)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := DecodeState(raw); err != nil {
+		if _, err := decodeState(raw); err != nil {
 			b.Fatal(err)
 		}
 	}

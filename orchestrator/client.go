@@ -32,13 +32,14 @@ type Client struct {
 	js jetstream.JetStream
 	ns events.Namespace
 
-	mu      sync.Mutex
-	kv      jetstream.KeyValue
-	sagas   jetstream.Stream
-	watcher jetstream.KeyWatcher
-	waiters map[string]map[chan []byte]struct{}
-	done    chan struct{}
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	kv       jetstream.KeyValue
+	sagas    jetstream.Stream
+	watcher  jetstream.KeyWatcher
+	watching bool // the watch goroutine runs
+	waiters  map[string]map[chan []byte]struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // NewClient returns a client for namespace ns (the zero Namespace means
@@ -167,8 +168,8 @@ func (c *Client) sameAsStored(ctx context.Context, id string, data []byte) error
 		return fmt.Errorf("%w (the stored start is invalid: %v)", ErrPlanConflict, err)
 	}
 	want, _ := events.DecodeStart(data)
-	h1, err1 := PlanHash(&stored)
-	h2, err2 := PlanHash(&want)
+	h1, err1 := planHash(&stored)
+	h2, err2 := planHash(&want)
 	if err1 != nil || err2 != nil || h1 != h2 {
 		return fmt.Errorf("%w: %s", ErrPlanConflict, id)
 	}
@@ -197,7 +198,7 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 		if err != nil {
 			return nil, err
 		}
-		in, ok := DecodeInput(c.ns, raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
+		in, ok := decodeInput(c.ns, raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
@@ -206,7 +207,7 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	return DecodeState(e.Value())
+	return decodeState(e.Value())
 }
 
 // Wait returns the saga's state once it is terminal or parked (a parked saga
@@ -214,38 +215,38 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 // state bucket — one watch shared by every Wait of this client — and does
 // not poll. A saga that does not exist yet is waited for.
 func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
-	ch, err := c.subscribe(ctx, id)
+	if err := events.ValidToken(id); err != nil {
+		return nil, fmt.Errorf("saga id %q %v", id, err)
+	}
+	ch, err := c.subscribe(id)
 	if err != nil {
 		return nil, err
 	}
 	defer c.unsubscribe(id, ch)
-	st, err := c.Get(ctx, id)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, err
-	}
+	c.wake(id) // read the key first
+	var st *State
 	for {
-		if st != nil && (st.Status.Terminal() || st.Status == Parked) {
-			return st, nil
-		}
 		select {
 		case value := <-ch: // the watch carries the new state: no read needed
 			if value == nil {
-				// The watch was made anew after a reconnect: what changed
-				// meanwhile was not seen, so read the key.
+				// Read the key: first, and whenever the watch was made anew
+				// (after a reconnect what changed meanwhile was not seen).
 				next, err := c.Get(ctx, id)
-				if err == nil {
+				switch {
+				case err == nil:
 					st = next
-				} else if !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
-					c.wake(id) // not readable yet: try again shortly
+				case !errors.Is(err, ErrNotFound) && ctx.Err() == nil:
+					c.wake(id) // NATS is not reachable yet: try again shortly
 					select {
 					case <-time.After(250 * time.Millisecond):
 					case <-ctx.Done():
 					}
 				}
-				continue
-			}
-			if next, err := DecodeState(value); err == nil {
+			} else if next, err := decodeState(value); err == nil {
 				st = next
+			}
+			if st != nil && (st.Status.Terminal() || st.Status == Parked) {
+				return st, nil
 			}
 		case <-ctx.Done():
 			return st, ctx.Err()
@@ -255,11 +256,9 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 	}
 }
 
-func (c *Client) subscribe(ctx context.Context, id string) (chan []byte, error) {
-	kv, err := c.bucket(ctx)
-	if err != nil {
-		return nil, err
-	}
+// subscribe registers a Wait for id, and starts the shared watch if it is
+// not running.
+func (c *Client) subscribe(id string) (chan []byte, error) {
 	ch := make(chan []byte, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -268,15 +267,10 @@ func (c *Client) subscribe(ctx context.Context, id string) (chan []byte, error) 
 		return nil, errors.New("orchestrator: client closed")
 	default:
 	}
-	if c.watcher == nil {
-		w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
-		if err != nil {
-			return nil, fmt.Errorf("watch state bucket: %w", err)
-		}
-		c.watcher = w
-		c.wg.Add(2)
-		go c.dispatch(w)
-		go c.rewatch(kv)
+	if !c.watching {
+		c.watching = true
+		c.wg.Add(1)
+		go c.watch()
 	}
 	set := c.waiters[id]
 	if set == nil {
@@ -296,22 +290,26 @@ func (c *Client) unsubscribe(id string, ch chan []byte) {
 	}
 }
 
-// rewatch makes the shared watch anew whenever the connection comes back,
-// then has every Wait read its key: the server may have restarted, taking
-// the watch's consumer and the updates of the outage with it.
-func (c *Client) rewatch(kv jetstream.KeyValue) {
+// watch keeps one watch of the state bucket for every Wait of the client:
+// it makes it (retrying while NATS or JetStream is unreachable), then has
+// every Wait read its key (updates before the watch existed were not seen),
+// and makes it anew whenever the connection comes back, since the server
+// may have restarted, taking the watch's consumer and the updates of the
+// outage with it.
+func (c *Client) watch() {
 	defer c.wg.Done()
 	nc := c.js.Conn()
 	connected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(connected)
 	for {
-		select {
-		case <-c.done:
-			return
-		case <-connected:
-		}
 		for {
-			w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			kv, err := c.bucket(ctx)
+			var w jetstream.KeyWatcher
+			if err == nil {
+				w, err = kv.WatchAll(context.Background(), jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+			}
+			cancel()
 			if err == nil {
 				if !c.swapWatcher(w) {
 					return
@@ -321,7 +319,7 @@ func (c *Client) rewatch(kv jetstream.KeyValue) {
 			select {
 			case <-c.done:
 				return
-			case <-time.After(250 * time.Millisecond): // JetStream is not ready yet
+			case <-time.After(250 * time.Millisecond): // not reachable yet
 			}
 		}
 		c.mu.Lock()
@@ -332,6 +330,11 @@ func (c *Client) rewatch(kv jetstream.KeyValue) {
 		c.mu.Unlock()
 		for _, id := range ids {
 			c.wake(id)
+		}
+		select {
+		case <-c.done:
+			return
+		case <-connected:
 		}
 	}
 }
@@ -415,7 +418,7 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]*State, error) {
 			_ = keys.Stop()
 			return nil, err
 		}
-		st, err := DecodeState(e.Value())
+		st, err := decodeState(e.Value())
 		if err != nil {
 			continue
 		}

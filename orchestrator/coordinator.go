@@ -322,7 +322,7 @@ func (w *worker) handle(q queued) {
 		// Held behind other messages for long: keep it ours.
 		_ = msg.InProgress()
 	}
-	in, ok := DecodeInput(c.ns, msg.Subject(), msg.Headers(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+	in, ok := decodeInput(c.ns, msg.Subject(), msg.Headers(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
 	if !ok {
 		c.stats.rejected.Add(1)
 		c.log.Warn("coordinator: message on a subject that names no saga", "subject", msg.Subject(), "seq", meta.Sequence.Stream)
@@ -444,7 +444,7 @@ var errConflict = errors.New("compare-and-set conflict")
 
 // write stores st as the saga's state over revision rev and caches it.
 func (w *worker) write(ctx context.Context, id string, rev uint64, st *State) (*cacheEntry, error) {
-	data, err := EncodeState(st)
+	data, err := encodeState(st)
 	if err != nil {
 		return nil, err
 	}
@@ -475,7 +475,7 @@ func (w *worker) load(ctx context.Context, id string) (*cacheEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state of saga %s: %w", id, err)
 	}
-	st, err := DecodeState(kve.Value())
+	st, err := decodeState(kve.Value())
 	if err != nil {
 		return nil, fmt.Errorf("decode state of saga %s: %w", id, err)
 	}

@@ -8,12 +8,12 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 )
 
-// DecodeInput turns a message of the sagas stream into an Input: the subject
+// decodeInput turns a message of the sagas stream into an Input: the subject
 // names the kind, the saga and (for events) the participant; a body that
 // does not decode yields an Input with Err set, which Next rejects and
 // records. ok is false when the subject itself is not a saga input (it
 // cannot be attributed to any saga).
-func DecodeInput(ns events.Namespace, subject string, header nats.Header, data []byte, seq uint64, ts time.Time) (in Input, ok bool) {
+func decodeInput(ns events.Namespace, subject string, header nats.Header, data []byte, seq uint64, ts time.Time) (in Input, ok bool) {
 	sub, err := ns.Parse(subject)
 	if err != nil || sub.Kind == events.KindCommand || sub.Kind == events.KindSchedule {
 		return Input{}, false

@@ -38,14 +38,10 @@ type Result struct {
 	// unknown saga). It is a new value: the previous state is not modified.
 	State *State
 	// Changed reports whether State differs from the previous state and must
-	// be written.
+	// be written. State.Pending then holds what the transition publishes
+	// once the state is written: commands (with events.CommandMsgID) and
+	// the due time of a timer to schedule.
 	Changed bool
-	// Commands are to be published (with events.CommandMsgID) once the
-	// state is written; State.Pending holds them too.
-	Commands []events.Command
-	// ScheduleMS, when non-zero, is the due time of a timer to schedule once
-	// the state is written (State.TimerMS and State.Pending hold it too).
-	ScheduleMS int64
 	// Rejected says why the input was refused (recorded in State when there
 	// is one); Ignored why it changed nothing (a duplicate or stale input).
 	Rejected string
@@ -110,11 +106,12 @@ type machine struct {
 }
 
 func (m *machine) result(prev *State, rejected string) Result {
-	r := Result{State: m.s, Rejected: rejected, Commands: m.commands}
+	r := Result{State: m.s, Rejected: rejected}
+	var schedule int64
 	if !m.s.Status.Terminal() && m.s.Status != Parked {
 		if due := m.nextDue(); due != 0 && (m.s.TimerMS == 0 || due < m.s.TimerMS) {
 			m.s.TimerMS = due
-			r.ScheduleMS = due
+			schedule = due
 			m.changed = true
 		}
 	}
@@ -131,8 +128,8 @@ func (m *machine) result(prev *State, rejected string) Result {
 	}
 	m.s.Seq = max(m.s.Seq, m.seq)
 	m.s.Pending = nil
-	if len(m.commands) > 0 || r.ScheduleMS != 0 {
-		m.s.Pending = &Pending{Commands: m.commands, ScheduleMS: r.ScheduleMS}
+	if len(m.commands) > 0 || schedule != 0 {
+		m.s.Pending = &Pending{Commands: m.commands, ScheduleMS: schedule}
 	}
 	r.Changed = true
 	return r
@@ -146,7 +143,7 @@ func onStart(prev *State, in Input) Result {
 	}
 	var hash string
 	if err == nil {
-		hash, err = PlanHash(start)
+		hash, err = planHash(start)
 	}
 	if err != nil {
 		if prev != nil {

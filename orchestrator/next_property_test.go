@@ -52,7 +52,7 @@ func (s *sim) feed(in Input) {
 	}
 	// Compensation order: an undo goes out only once every step that waits
 	// for this one is settled.
-	for _, c := range r.Commands {
+	for _, c := range r.cmds() {
 		if c.Op != events.OpUndo {
 			continue
 		}
@@ -67,9 +67,9 @@ func (s *sim) feed(in Input) {
 		}
 	}
 	s.state = r.State
-	s.commands = append(s.commands, r.Commands...)
-	if s.chaos && len(r.Commands) > 0 && rapid.Bool().Draw(s.t, "dupCmd") {
-		s.commands = append(s.commands, r.Commands[0]) // redelivered command
+	s.commands = append(s.commands, r.cmds()...)
+	if s.chaos && len(r.cmds()) > 0 && rapid.Bool().Draw(s.t, "dupCmd") {
+		s.commands = append(s.commands, r.cmds()[0]) // redelivered command
 	}
 }
 

@@ -76,7 +76,7 @@ func (f *fixture) expect(status Status, commands ...string) {
 		f.t.Fatalf("status = %s (reason %q), want %s", f.state.Status, f.state.Reason, status)
 	}
 	var got []string
-	for _, c := range f.last.Commands {
+	for _, c := range f.last.cmds() {
 		got = append(got, c.Step+"/"+string(c.Op)+"/"+itoa(c.Attempt))
 	}
 	if strings.Join(got, " ") != strings.Join(commands, " ") {
@@ -102,7 +102,7 @@ func transfer() []events.Step {
 func TestNextSuccess(t *testing.T) {
 	f := newFixture(t, transfer()...)
 	f.expect(Running, "debit/do/1")
-	if c := f.last.Commands[0]; c.Participant != "bank-a" || c.Action != "Adebit" || c.Retry != events.DefaultRetry {
+	if c := f.last.cmds()[0]; c.Participant != "bank-a" || c.Action != "Adebit" || c.Retry != events.DefaultRetry {
 		t.Fatalf("command = %+v", c)
 	}
 	if f.state.Pending == nil || len(f.state.Pending.Commands) != 1 {
@@ -125,7 +125,7 @@ func TestNextSecondStepFailsCompensatesFirstOnly(t *testing.T) {
 	if !strings.Contains(f.state.Reason, "account abnormal") {
 		t.Fatalf("reason = %q", f.state.Reason)
 	}
-	if c := f.last.Commands[0]; c.Action != "Udebit" {
+	if c := f.last.cmds()[0]; c.Action != "Udebit" {
 		t.Fatalf("undo action = %s", c.Action)
 	}
 	f.outcome("bank-a", "debit", events.OpUndo, 2, events.Compensated, "")
@@ -178,7 +178,7 @@ func TestNextDuplicatesAndStaleOutcomes(t *testing.T) {
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
 	before := f.state
 	r := f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
-	if r.Changed || r.Ignored == "" || len(r.Commands) != 0 || r.State != before {
+	if r.Changed || r.Ignored == "" || len(r.cmds()) != 0 || r.State != before {
 		t.Fatalf("duplicate changed something: %+v", r)
 	}
 	r = f.outcome("bank-b", "credit", events.OpDo, 7, events.Succeeded, "")
@@ -262,7 +262,7 @@ func TestNextMalformedStartIsFindable(t *testing.T) {
 	data, _ := good.Encode()
 	decoded, _ := events.DecodeStart(data)
 	r = Next(r.State, Input{Kind: events.KindStart, SagaID: "s9", Start: &decoded, TimeMS: 6, Seq: 2})
-	if r.State.Status != Rejected || len(r.Commands) != 0 || !strings.Contains(r.Rejected, "rejected start") || len(r.State.Rejections) != 1 {
+	if r.State.Status != Rejected || len(r.cmds()) != 0 || !strings.Contains(r.Rejected, "rejected start") || len(r.State.Rejections) != 1 {
 		t.Fatalf("%+v", r)
 	}
 }
@@ -281,7 +281,7 @@ func TestNextDeadlineAfterPointOfNoReturn(t *testing.T) {
 	f.outcome("p", "reserve", events.OpDo, 1, events.Succeeded, "")
 	f.expect(Running, "notify/do/1")
 	r := f.tick(f.state.DeadlineMS)
-	if f.state.Status != Running || len(r.Commands) != 0 {
+	if f.state.Status != Running || len(r.cmds()) != 0 {
 		t.Fatalf("deadline after the point of no return acted: %+v", f.state)
 	}
 	f.outcome("q", "notify", events.OpDo, 1, events.Succeeded, "")
@@ -341,7 +341,7 @@ func TestNextStepTimeoutCompensatesTheStepToo(t *testing.T) {
 	steps[1].TimeoutMS = 5000
 	f := newFixture(t, steps...)
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
-	if f.last.ScheduleMS == 0 || f.state.TimerMS != f.last.ScheduleMS {
+	if f.last.scheduleMS() == 0 || f.state.TimerMS != f.last.scheduleMS() {
 		t.Fatalf("no timer scheduled: %+v", f.last)
 	}
 	due := f.state.TimerMS
@@ -371,16 +371,16 @@ func TestNextTimerMovesOnlyEarlier(t *testing.T) {
 	steps[0].TimeoutMS = 1000
 	steps[1].TimeoutMS = 50_000
 	f := newFixture(t, steps...)
-	first := f.last.ScheduleMS
+	first := f.last.scheduleMS()
 	if first == 0 {
 		t.Fatal("no timer")
 	}
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
-	if f.last.ScheduleMS != 0 {
+	if f.last.scheduleMS() != 0 {
 		t.Fatal("a later deadline rescheduled the pending timer")
 	}
 	f.tick(first) // fires, nothing due; the credit deadline gets a timer
-	if f.last.ScheduleMS == 0 || f.state.TimerMS != f.last.ScheduleMS {
+	if f.last.scheduleMS() == 0 || f.state.TimerMS != f.last.scheduleMS() {
 		t.Fatalf("credit's deadline not scheduled after the early timer: %+v", f.last)
 	}
 }
@@ -469,7 +469,7 @@ func TestNextDeadline(t *testing.T) {
 	decoded, _ := events.DecodeStart(data)
 	f := &fixture{t: t, now: 1000}
 	f.apply(Input{Kind: events.KindStart, Start: &decoded})
-	if f.last.ScheduleMS != f.state.DeadlineMS {
+	if f.last.scheduleMS() != f.state.DeadlineMS {
 		t.Fatalf("deadline not scheduled: %+v", f.last)
 	}
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
@@ -523,9 +523,9 @@ func TestNextAnonymousRejection(t *testing.T) {
 func TestNextDoesNotModifyPrevious(t *testing.T) {
 	f := newFixture(t, transfer()...)
 	prev := f.state
-	snapshot, _ := EncodeState(prev)
+	snapshot, _ := encodeState(prev)
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
-	after, _ := EncodeState(prev)
+	after, _ := encodeState(prev)
 	if string(snapshot) != string(after) {
 		t.Fatal("Next modified its input state")
 	}

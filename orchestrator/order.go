@@ -115,7 +115,7 @@ func (r *inputReader) first(ctx context.Context, id string, st *State, from, bel
 	if best == nil {
 		return nil, nil
 	}
-	in, ok := DecodeInput(r.ns, best.Subject, best.Header, best.Data, best.Sequence, best.Time)
+	in, ok := decodeInput(r.ns, best.Subject, best.Header, best.Data, best.Sequence, best.Time)
 	if !ok || in.SagaID != id {
 		return nil, fmt.Errorf("message %d on %s is not an input of saga %s", best.Sequence, best.Subject, id)
 	}

@@ -1,7 +1,6 @@
 package orchestrator_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -136,45 +135,17 @@ func waitForMessage(t *testing.T, js jetstream.JetStream, subject string) uint64
 	return seq
 }
 
-// assertLiveEqualsReplay compares every state in the bucket with the fold of
-// the sagas stream, key by key.
+// assertLiveEqualsReplay rebuilds every state from the sagas stream into a
+// scratch bucket and compares it with the live bucket, key by key.
 func assertLiveEqualsReplay(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	ctx := context.Background()
-	folded, err := orchestrator.Fold(ctx, js, events.Default, orchestrator.ReplayOptions{})
+	rep, err := orchestrator.Replay(context.Background(), js, events.Default, "rebuilt", orchestrator.ReplayOptions{Compare: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(ctx, events.Default.StateBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	live := 0
-	for key := range keys.Keys() {
-		live++
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			t.Fatalf("read %s: %v", key, err)
-		}
-		f, ok := folded[key]
-		if !ok {
-			t.Errorf("saga %s is live but not in the fold", key)
-			continue
-		}
-		want, err := orchestrator.EncodeState(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(e.Value(), want) {
-			t.Errorf("saga %s differs:\nlive   %s\nreplay %s", key, e.Value(), want)
-		}
-	}
-	if live != len(folded) {
-		t.Errorf("%d sagas live, %d in the fold", live, len(folded))
+	if c := rep.Compared; c.Differ != 0 || c.Live != rep.Rebuilt {
+		t.Fatalf("%d sagas live, %d rebuilt: %d differ (changed %v, missing in live %v, missing in replay %v)",
+			c.Live, rep.Rebuilt, c.Differ, c.Changed, c.MissingLive, c.MissingReplay)
 	}
 }
 

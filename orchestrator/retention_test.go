@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -85,7 +86,7 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 	}
 	if e, err := kv.Get(ctx, "running"); err != nil {
 		t.Fatalf("the running saga's state expired too: %v", err)
-	} else if st, err := orchestrator.DecodeState(e.Value()); err != nil || st.Status != orchestrator.Running {
+	} else if st, err := decodeStateJSON(e.Value()); err != nil || st.Status != orchestrator.Running {
 		t.Fatalf("running saga: %+v, %v", st, err)
 	}
 }
@@ -136,9 +137,9 @@ func TestReplayIntoTheLiveBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.wait("done", orchestrator.Committed)
-	n, err := orchestrator.Replay(ctx, b.js, events.Default, events.Default.StateBucket(), orchestrator.ReplayOptions{})
-	if err != nil || n != 1 {
-		t.Fatalf("Replay = %d, %v; want 1 saga rebuilt", n, err)
+	rep, err := orchestrator.Replay(ctx, b.js, events.Default, events.Default.StateBucket(), orchestrator.ReplayOptions{})
+	if err != nil || rep.Rebuilt != 1 {
+		t.Fatalf("Replay = %+v, %v; want 1 saga rebuilt", rep, err)
 	}
 	s, err := b.js.Stream(ctx, events.BucketStream(events.Default.StateBucket()))
 	if err != nil {
@@ -150,4 +151,10 @@ func TestReplayIntoTheLiveBucket(t *testing.T) {
 	if st, err := b.client.Get(ctx, "done"); err != nil || st.Status != orchestrator.Committed {
 		t.Fatalf("after replay: %+v, %v", st, err)
 	}
+}
+
+func decodeStateJSON(data []byte) (*orchestrator.State, error) {
+	var st orchestrator.State
+	err := json.Unmarshal(data, &st)
+	return &st, err
 }

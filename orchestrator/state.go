@@ -200,9 +200,9 @@ func (s *State) step(name string) (int, *StepState) {
 	return -1, nil
 }
 
-// PlanHash is the hash of a start message's canonical encoding: starting a
+// planHash is the hash of a start message's canonical encoding: starting a
 // saga id again is idempotent when the hashes agree.
-func PlanHash(start *events.Start) (string, error) {
+func planHash(start *events.Start) (string, error) {
 	data, err := start.Encode()
 	if err != nil {
 		return "", err
@@ -211,11 +211,11 @@ func PlanHash(start *events.Start) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// EncodeState encodes a state for the state bucket.
-func EncodeState(s *State) ([]byte, error) { return json.Marshal(s) }
+// encodeState encodes a state for the state bucket.
+func encodeState(s *State) ([]byte, error) { return json.Marshal(s) }
 
-// DecodeState decodes a state from the state bucket.
-func DecodeState(data []byte) (*State, error) {
+// decodeState decodes a state from the state bucket.
+func decodeState(data []byte) (*State, error) {
 	var s State
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, err

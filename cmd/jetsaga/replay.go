@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,20 +14,7 @@ import (
 )
 
 // replayJSON is the output of `replay --json`.
-type replayJSON struct {
-	Bucket  string `json:"bucket"`
-	Rebuilt int    `json:"rebuilt"`
-	// Compared is set with --compare.
-	Compared *compareJSON `json:"compared,omitempty"`
-}
-
-type compareJSON struct {
-	Live        int      `json:"live"`
-	Differ      int      `json:"differ"`
-	MissingLive []string `json:"missing_in_live"`
-	MissingRep  []string `json:"missing_in_replay"`
-	Changed     []string `json:"changed"`
-}
+type replayJSON = orchestrator.ReplayReport
 
 func (a *app) replayCmd() *cobra.Command {
 	var (
@@ -83,26 +68,15 @@ differ (exit code 6 if any do). Sagas in flight while coordinators run may diffe
 			if live {
 				fmt.Fprintf(a.stderr, "jetsaga: warning: rewriting the live state bucket %s; every coordinator must be stopped\n", into)
 			}
-			kv, err := prepareBucket(ctx, s.js, ns, into, into == scratch, force || live, events.StreamOptions{Replicas: replicas})
+			if _, err := prepareBucket(ctx, s.js, ns, into, into == scratch, force || live, events.StreamOptions{Replicas: replicas}); err != nil {
+				return err
+			}
+			rep, err := orchestrator.Replay(ctx, s.js, ns, into, orchestrator.ReplayOptions{
+				Streams: events.StreamOptions{Replicas: replicas}, StepTimeout: stepTimeout, Compare: compare})
 			if err != nil {
 				return err
 			}
-			states, err := orchestrator.Fold(ctx, s.js, ns, orchestrator.ReplayOptions{StepTimeout: stepTimeout})
-			if err != nil {
-				return fmt.Errorf("replay %s: %w", ns.SagasStream(), err)
-			}
-			encoded, err := orchestrator.WriteStates(ctx, s.js, ns, kv, states)
-			if err != nil {
-				return err
-			}
-			out := replayJSON{Bucket: into, Rebuilt: len(states)}
-			if compare {
-				c, err := compareLive(ctx, s.js, s.client, ns, encoded)
-				if err != nil {
-					return err
-				}
-				out.Compared = c
-			}
+			out := rep
 			if asJSON {
 				if err := writeJSON(a.stdout, out); err != nil {
 					return err
@@ -117,7 +91,7 @@ differ (exit code 6 if any do). Sagas in flight while coordinators run may diffe
 					for _, id := range c.MissingLive {
 						fmt.Fprintf(a.stdout, "  not in live:       %s\n", id)
 					}
-					for _, id := range c.MissingRep {
+					for _, id := range c.MissingReplay {
 						fmt.Fprintf(a.stdout, "  not in the stream: %s\n", id)
 					}
 				}
@@ -172,65 +146,4 @@ func prepareBucket(ctx context.Context, js jetstream.JetStream, ns events.Namesp
 		return nil, fmt.Errorf("create bucket %s: %w", name, err)
 	}
 	return kv, nil
-}
-
-// compareLive compares rebuilt states with the live ones. A saga whose
-// first step has not answered yet has no state in the live bucket: its live
-// state is its start message, which the client folds.
-func compareLive(ctx context.Context, js jetstream.JetStream, client *orchestrator.Client, ns events.Namespace, rebuilt map[string][]byte) (*compareJSON, error) {
-	kv, err := js.KeyValue(ctx, ns.StateBucket())
-	if err != nil {
-		return nil, fmt.Errorf("live bucket %s: %w", ns.StateBucket(), err)
-	}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list live bucket %s: %w", ns.StateBucket(), err)
-	}
-	c := &compareJSON{MissingLive: []string{}, MissingRep: []string{}, Changed: []string{}}
-	seen := map[string]bool{}
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			_ = lister.Stop()
-			return nil, fmt.Errorf("read %s from %s: %w", key, ns.StateBucket(), err)
-		}
-		c.Live++
-		seen[key] = true
-		r, ok := rebuilt[key]
-		switch {
-		case !ok:
-			c.MissingRep = append(c.MissingRep, key)
-		case !bytes.Equal(r, e.Value()):
-			c.Changed = append(c.Changed, key)
-		}
-	}
-	for id, r := range rebuilt {
-		if seen[id] {
-			continue
-		}
-		st, err := client.Get(ctx, id)
-		if errors.Is(err, orchestrator.ErrNotFound) {
-			c.MissingLive = append(c.MissingLive, id)
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read saga %s: %w", id, err)
-		}
-		c.Live++
-		live, err := orchestrator.EncodeState(st)
-		if err != nil {
-			return nil, err
-		}
-		if !bytes.Equal(live, r) {
-			c.Changed = append(c.Changed, id)
-		}
-	}
-	sort.Strings(c.Changed)
-	sort.Strings(c.MissingLive)
-	sort.Strings(c.MissingRep)
-	c.Differ = len(c.Changed) + len(c.MissingLive) + len(c.MissingRep)
-	return c, nil
 }

@@ -2,6 +2,7 @@ package invariants_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -293,7 +294,7 @@ func TestCheck(t *testing.T) {
 		}
 		st.Plan = &start
 		st.Steps[1].Status = orchestrator.StepCompensating
-		data, err := orchestrator.EncodeState(st)
+		data, err := json.Marshal(st)
 		if err != nil {
 			t.Fatal(err)
 		}

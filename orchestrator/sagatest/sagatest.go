@@ -150,8 +150,10 @@ func (s *sim) feed(in orchestrator.Input, id string) {
 	r := orchestrator.Next(s.res.State, in)
 	if r.Changed {
 		s.res.State = r.State
-		s.queue = append(s.queue, r.Commands...)
-		s.res.Sent = append(s.res.Sent, r.Commands...)
+		if p := r.State.Pending; p != nil {
+			s.queue = append(s.queue, p.Commands...)
+			s.res.Sent = append(s.res.Sent, p.Commands...)
+		}
 	}
 }
 
