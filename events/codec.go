@@ -44,6 +44,22 @@ func decodeStrict(data []byte, v any, version func() int) error {
 
 // normRaw compacts a raw JSON document so that equal meanings have equal
 // bytes, treats null as absent, and checks its size.
+// checkRaw checks a JSON document without changing it.
+func checkRaw(field string, raw json.RawMessage) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if len(raw) > MaxPayloadBytes {
+		return fieldErr(field, "is %d bytes, the limit is %d", len(raw), MaxPayloadBytes)
+	}
+	if !json.Valid(raw) {
+		var b bytes.Buffer
+		err := json.Compact(&b, raw)
+		return fieldErr(field, "is not valid JSON: %v", err)
+	}
+	return nil
+}
+
 func normRaw(field string, raw *json.RawMessage) error {
 	if len(*raw) == 0 {
 		return nil
@@ -103,6 +119,9 @@ func DecodeStart(data []byte) (Start, error) {
 		}
 		s.Steps[i] = st
 	}
+	if err := s.normalize(); err != nil {
+		return Start{}, err
+	}
 	if err := s.Validate(); err != nil {
 		return Start{}, err
 	}
@@ -125,18 +144,64 @@ func (s Start) Encode() ([]byte, error) {
 		steps[i] = st
 	}
 	s.Steps = steps
+	if err := s.normalize(); err != nil {
+		return nil, err
+	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	return json.Marshal(s)
 }
 
-// Validate checks a start message: version, ids, names, limits, step kinds,
-// dependencies (known, not self, no duplicates, no cycles) and the taxonomy
-// rule that every compensable step precedes every step without compensation
-// and retriable steps follow the pivot. It normalises raw documents in place.
-// Steps must have an explicit After (as DecodeStart and Encode make them).
+// normalize makes a start canonical: kinds explicit, JSON documents
+// (input, payloads) compact, "null" documents absent. It fails only on a
+// document that is not valid JSON or is over the size limit.
+func (s *Start) normalize() error {
+	if err := normRaw("input", &s.Input); err != nil {
+		return err
+	}
+	for i := range s.Steps {
+		st := &s.Steps[i]
+		if st.Kind == "" {
+			st.Kind = Compensable
+		}
+		if err := normRaw("steps["+strconv.Itoa(i)+"].payload", &st.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate checks a start message without changing it: version, ids,
+// names, limits, step kinds, documents, dependencies (known, not self, no
+// duplicates, no cycles) and the taxonomy rule that every compensable step
+// precedes every step without compensation and retriable steps follow the
+// pivot. Steps must have an explicit After (as DecodeStart and Encode make
+// them); an empty kind counts as compensable.
 func (s *Start) Validate() error {
+	if err := s.checkHeader(); err != nil {
+		return err
+	}
+	index := make(map[string]int, len(s.Steps))
+	pivots := 0
+	for i := range s.Steps {
+		if err := s.checkStep(i, index, &pivots); err != nil {
+			return err
+		}
+		index[s.Steps[i].Name] = i
+	}
+	if err := s.checkDependencies(index); err != nil {
+		return err
+	}
+	anc, err := s.ancestors(index)
+	if err != nil {
+		return err
+	}
+	return s.checkTaxonomy(anc)
+}
+
+// checkHeader checks what a start says besides its steps.
+func (s *Start) checkHeader() error {
 	if s.V != Version {
 		return &versionError{got: s.V}
 	}
@@ -146,7 +211,7 @@ func (s *Start) Validate() error {
 	if err := checkToken("name", s.Name); err != nil {
 		return err
 	}
-	if err := normRaw("input", &s.Input); err != nil {
+	if err := checkRaw("input", s.Input); err != nil {
 		return err
 	}
 	if s.DeadlineMS < 0 {
@@ -158,66 +223,77 @@ func (s *Start) Validate() error {
 	if len(s.Steps) > MaxSteps {
 		return fieldErr("steps", "has %d steps, the limit is %d", len(s.Steps), MaxSteps)
 	}
-	index := make(map[string]int, len(s.Steps))
-	pivots := 0
-	for i := range s.Steps {
-		st := &s.Steps[i]
-		f := "steps[" + strconv.Itoa(i) + "]"
-		if err := checkToken(f+".name", st.Name); err != nil {
+	return nil
+}
+
+// checkStep checks step i on its own; index holds the steps before it and
+// pivots counts their pivots.
+func (s *Start) checkStep(i int, index map[string]int, pivots *int) error {
+	st := &s.Steps[i]
+	f := "steps[" + strconv.Itoa(i) + "]"
+	if err := checkToken(f+".name", st.Name); err != nil {
+		return err
+	}
+	if j, dup := index[st.Name]; dup {
+		return fieldErr(f+".name", "%q is also the name of steps[%d]", st.Name, j)
+	}
+	if err := checkToken(f+".participant", st.Participant); err != nil {
+		return err
+	}
+	if err := checkToken(f+".action", st.Action); err != nil {
+		return err
+	}
+	switch st.kind() {
+	case Compensable:
+		if st.Compensation == "" {
+			return fieldErr(f+".compensation", "missing: a compensable step needs one (or set kind to %q or %q)", Pivot, Retriable)
+		}
+		if err := checkToken(f+".compensation", st.Compensation); err != nil {
 			return err
 		}
-		if j, dup := index[st.Name]; dup {
-			return fieldErr(f+".name", "%q is also the name of steps[%d]", st.Name, j)
+	case Pivot, Retriable:
+		if st.Compensation != "" {
+			return fieldErr(f+".compensation", "a %s step has no compensation", st.Kind)
 		}
-		index[st.Name] = i
-		if err := checkToken(f+".participant", st.Participant); err != nil {
+		if st.CompensateFailed {
+			return fieldErr(f+".compensate_failed", "a %s step has no compensation", st.Kind)
+		}
+		if st.Kind == Pivot {
+			if *pivots++; *pivots > 1 {
+				return fieldErr(f+".kind", "a plan has at most one pivot step")
+			}
+		}
+	default:
+		return fieldErr(f+".kind", "unknown kind %q (want %q, %q or %q)", st.Kind, Compensable, Pivot, Retriable)
+	}
+	if err := checkRaw(f+".payload", st.Payload); err != nil {
+		return err
+	}
+	if st.TimeoutMS < NoTimeout {
+		return fieldErr(f+".timeout_ms", "is %d, must be >= 0, or -1 for no timeout", st.TimeoutMS)
+	}
+	if st.Retry != nil {
+		if err := st.Retry.validate(f + ".retry"); err != nil {
 			return err
-		}
-		if err := checkToken(f+".action", st.Action); err != nil {
-			return err
-		}
-		if st.Kind == "" {
-			st.Kind = Compensable
-		}
-		switch st.Kind {
-		case Compensable:
-			if st.Compensation == "" {
-				return fieldErr(f+".compensation", "missing: a compensable step needs one (or set kind to %q or %q)", Pivot, Retriable)
-			}
-			if err := checkToken(f+".compensation", st.Compensation); err != nil {
-				return err
-			}
-		case Pivot, Retriable:
-			if st.Compensation != "" {
-				return fieldErr(f+".compensation", "a %s step has no compensation", st.Kind)
-			}
-			if st.CompensateFailed {
-				return fieldErr(f+".compensate_failed", "a %s step has no compensation", st.Kind)
-			}
-			if st.Kind == Pivot {
-				pivots++
-				if pivots > 1 {
-					return fieldErr(f+".kind", "a plan has at most one pivot step")
-				}
-			}
-		default:
-			return fieldErr(f+".kind", "unknown kind %q (want %q, %q or %q)", st.Kind, Compensable, Pivot, Retriable)
-		}
-		if err := normRaw(f+".payload", &st.Payload); err != nil {
-			return err
-		}
-		if st.TimeoutMS < NoTimeout {
-			return fieldErr(f+".timeout_ms", "is %d, must be >= 0, or -1 for no timeout", st.TimeoutMS)
-		}
-		if st.Retry != nil {
-			if err := st.Retry.validate(f + ".retry"); err != nil {
-				return err
-			}
-		}
-		if st.After == nil {
-			return fieldErr(f+".after", "missing")
 		}
 	}
+	if st.After == nil {
+		return fieldErr(f+".after", "missing")
+	}
+	return nil
+}
+
+// kind is the step's kind, compensable when empty.
+func (s *Step) kind() StepKind {
+	if s.Kind == "" {
+		return Compensable
+	}
+	return s.Kind
+}
+
+// checkDependencies checks that every step waits for known, other steps,
+// each once.
+func (s *Start) checkDependencies(index map[string]int) error {
 	for i, st := range s.Steps {
 		seen := make(map[string]bool, len(st.After))
 		for k, dep := range st.After {
@@ -234,28 +310,31 @@ func (s *Start) Validate() error {
 			seen[dep] = true
 		}
 	}
-	anc, err := s.ancestors(index)
-	if err != nil {
-		return err
-	}
+	return nil
+}
+
+// checkTaxonomy checks, given every step's ancestors, that steps without
+// compensation come after every compensable step, and retriable steps
+// after the pivot.
+func (s *Start) checkTaxonomy(anc [][]bool) error {
 	pivot := -1
 	for i, st := range s.Steps {
-		if st.Kind == Pivot {
+		if st.kind() == Pivot {
 			pivot = i
 		}
 	}
 	for i, st := range s.Steps {
-		if st.Kind == Compensable {
+		if st.kind() == Compensable {
 			continue
 		}
 		for j, c := range s.Steps {
-			if c.Kind == Compensable && !anc[i][j] {
+			if c.kind() == Compensable && !anc[i][j] {
 				return fieldErr(fmt.Sprintf("steps[%d].after", i),
 					"%s step %q must wait (directly or not) for compensable step %q: a compensable step cannot run after or beside one without compensation",
 					st.Kind, st.Name, c.Name)
 			}
 		}
-		if st.Kind == Retriable && pivot >= 0 && !anc[i][pivot] {
+		if st.kind() == Retriable && pivot >= 0 && !anc[i][pivot] {
 			return fieldErr(fmt.Sprintf("steps[%d].after", i),
 				"retriable step %q must wait (directly or not) for the pivot %q", st.Name, s.Steps[pivot].Name)
 		}

@@ -444,3 +444,23 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestStartValidateDoesNotModify: Validate checks without normalising
+// (DecodeStart and Encode normalise first).
+func TestStartValidateDoesNotModify(t *testing.T) {
+	s := Start{V: Version, SagaID: "s", Name: "n", Input: json.RawMessage(`{ "a" : 1 }`),
+		Steps: []Step{{Name: "a", Participant: "p", Action: "A", Compensation: "U", After: []string{}, Payload: json.RawMessage(`[ 1, 2 ]`)}}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if string(s.Input) != `{ "a" : 1 }` || string(s.Steps[0].Payload) != `[ 1, 2 ]` || s.Steps[0].Kind != "" {
+		t.Fatalf("Validate changed the start: %+v", s)
+	}
+	data, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"input":{"a":1}`) || !strings.Contains(string(data), `"kind":"compensable"`) {
+		t.Fatalf("Encode did not normalise: %s", data)
+	}
+}
