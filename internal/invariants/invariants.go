@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -246,190 +247,241 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	states, err := readStates(ctx, cfg.Client, cfg.Transfers, cfg.Concurrency)
+	c, err := load(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
-	rowsA, err := barrierRows(ctx, cfg.BankA)
-	if err != nil {
-		return nil, fmt.Errorf("invariants: %s: %w", bank.BankA, err)
-	}
-	rowsB, err := barrierRows(ctx, cfg.BankB)
-	if err != nil {
-		return nil, fmt.Errorf("invariants: %s: %w", bank.BankB, err)
-	}
-	balA, err := balances(ctx, cfg.BankA)
-	if err != nil {
-		return nil, fmt.Errorf("invariants: %s: %w", bank.BankA, err)
-	}
-	balB, err := balances(ctx, cfg.BankB)
-	if err != nil {
-		return nil, fmt.Errorf("invariants: %s: %w", bank.BankB, err)
-	}
-
-	r := &Report{Transfers: len(cfg.Transfers)}
-	fail := func(format string, args ...any) { r.violate(cfg.MaxViolations, format, args...) }
-	wantA := make(map[int64]bank.Cents, len(cfg.InitialA))
-	wantB := make(map[int64]bank.Cents, len(cfg.InitialB))
-	for id, c := range cfg.InitialA {
-		wantA[id] = c
-		r.TotalBefore += c
-	}
-	for id, c := range cfg.InitialB {
-		wantB[id] = c
-		r.TotalBefore += c
-	}
-	started := make(map[string]bool, len(cfg.Transfers))
 	for i := range cfg.Transfers {
-		t := &cfg.Transfers[i]
-		started[t.ID] = true
-		debit, credit := rowsA[rowKey{t.ID, DebitStep}], rowsB[rowKey{t.ID, CreditStep}]
-		if debit.do == rowVoided {
+		c.transfer(&cfg.Transfers[i], c.states[i])
+	}
+	c.unplannedRows()
+	c.balances()
+	return c.r, nil
+}
+
+// checker holds what Check read and what it found so far.
+type checker struct {
+	cfg          *Config
+	r            *Report
+	states       []*orchestrator.State // per transfer, nil where none exists
+	rowsA, rowsB map[rowKey]stepRows
+	balA, balB   map[int64]bank.Cents
+	wantA, wantB map[int64]bank.Cents // balances the sagas account for
+	started      map[string]bool
+}
+
+// load reads the sagas, the barrier rows and the balances.
+func load(ctx context.Context, cfg *Config) (*checker, error) {
+	c := &checker{cfg: cfg, r: &Report{Transfers: len(cfg.Transfers)}, started: make(map[string]bool, len(cfg.Transfers))}
+	var err error
+	if c.states, err = readStates(ctx, cfg.Client, cfg.Transfers, cfg.Concurrency); err != nil {
+		return nil, err
+	}
+	for _, b := range []struct {
+		name string
+		pool *pgxpool.Pool
+		rows *map[rowKey]stepRows
+		bal  *map[int64]bank.Cents
+	}{{bank.BankA, cfg.BankA, &c.rowsA, &c.balA}, {bank.BankB, cfg.BankB, &c.rowsB, &c.balB}} {
+		if *b.rows, err = barrierRows(ctx, b.pool); err != nil {
+			return nil, fmt.Errorf("invariants: %s: %w", b.name, err)
+		}
+		if *b.bal, err = balances(ctx, b.pool); err != nil {
+			return nil, fmt.Errorf("invariants: %s: %w", b.name, err)
+		}
+	}
+	c.wantA, c.wantB = maps.Clone(cfg.InitialA), maps.Clone(cfg.InitialB)
+	if c.wantA == nil {
+		c.wantA = map[int64]bank.Cents{}
+	}
+	if c.wantB == nil {
+		c.wantB = map[int64]bank.Cents{}
+	}
+	for _, m := range []map[int64]bank.Cents{cfg.InitialA, cfg.InitialB} {
+		for _, cents := range m {
+			c.r.TotalBefore += cents
+		}
+	}
+	for i := range cfg.Transfers {
+		c.started[cfg.Transfers[i].ID] = true
+	}
+	return c, nil
+}
+
+func (c *checker) fail(format string, args ...any) { c.r.violate(c.cfg.MaxViolations, format, args...) }
+
+// leg is one step of a transfer as the check sees it: the bank, the step's
+// state in the saga and the bank's barrier rows for it.
+type leg struct {
+	bank  string
+	state orchestrator.StepState
+	rows  stepRows
+}
+
+// transfer checks one transfer against its saga's state st (nil: none) and
+// the barrier rows, and accounts for the money it moved.
+func (c *checker) transfer(t *Transfer, st *orchestrator.State) {
+	r := c.r
+	debit, credit := c.rowsA[rowKey{t.ID, DebitStep}], c.rowsB[rowKey{t.ID, CreditStep}]
+	for _, rows := range []stepRows{debit, credit} {
+		if rows.do == rowVoided {
 			r.VoidedActions++
 		}
-		if credit.do == rowVoided {
-			r.VoidedActions++
+	}
+	what := fmt.Sprintf("saga %s (%s from %s:%d to %s:%d)", t.ID, t.Amount, bank.BankA, t.From, bank.BankB, t.To)
+	var debitApplied, creditApplied bool
+	switch {
+	case st == nil && c.cfg.AllowExpired && (t.Final == orchestrator.Committed || t.Final == orchestrator.Compensated):
+		// Expired: the barrier rows must say what the load saw.
+		r.Expired++
+		applied := t.Final == orchestrator.Committed
+		if debit.applied() != applied || credit.applied() != applied {
+			c.fail("%s ended %s (its state has expired) but the barrier rows are %s debit %s, %s credit %s",
+				what, t.Final, bank.BankA, debit, bank.BankB, credit)
 		}
-		what := fmt.Sprintf("saga %s (%s from %s:%d to %s:%d)", t.ID, t.Amount, bank.BankA, t.From, bank.BankB, t.To)
-		st := states[i]
-		if st == nil && cfg.AllowExpired && (t.Final == orchestrator.Committed || t.Final == orchestrator.Compensated) {
-			// Expired: the barrier rows must say what the load saw.
-			r.Expired++
-			applied := t.Final == orchestrator.Committed
-			if debit.applied() != applied || credit.applied() != applied {
-				fail("%s ended %s (its state has expired) but the barrier rows are %s debit %s, %s credit %s",
-					what, t.Final, bank.BankA, debit, bank.BankB, credit)
-			}
-			if applied {
-				wantA[t.From] -= t.Amount
-				wantB[t.To] += t.Amount
-			}
-			continue
+		debitApplied, creditApplied = applied, applied
+	case st == nil && !t.Unacked:
+		r.Missing++
+		c.fail("%s: its start was acknowledged but no saga has this id", what)
+	case st == nil:
+		r.NotStarted++
+		if debit != (stepRows{}) || credit != (stepRows{}) {
+			c.fail("%s: never started (no saga has this id) yet the banks hold barrier rows: %s debit %s, %s credit %s",
+				what, bank.BankA, debit, bank.BankB, credit)
 		}
-		if st == nil {
-			if !t.Unacked {
-				r.Missing++
-				fail("%s: its start was acknowledged but no saga has this id", what)
-				continue
-			}
-			r.NotStarted++
-			if debit != (stepRows{}) || credit != (stepRows{}) {
-				fail("%s: never started (no saga has this id) yet the banks hold barrier rows: %s debit %s, %s credit %s",
-					what, bank.BankA, debit, bank.BankB, credit)
-			}
-			continue
-		}
+	default:
 		if msg := planMismatch(st, t); msg != "" {
-			fail("%s: the saga found by this id holds another plan: %s", what, msg)
-			continue
+			c.fail("%s: the saga found by this id holds another plan: %s", what, msg)
+			return
 		}
-		debitState, creditState := st.Steps[0], st.Steps[1]
-		var debitApplied, creditApplied bool
-		switch st.Status {
-		case orchestrator.Committed:
-			r.Committed++
-			debitApplied, creditApplied = true, true
-			for _, s := range []struct {
-				bank  string
-				state orchestrator.StepState
-				rows  stepRows
-			}{{bank.BankA, debitState, debit}, {bank.BankB, creditState, credit}} {
-				if s.state.Status != orchestrator.StepSucceeded {
-					fail("%s is committed but its step %s is %s", what, s.state.Name, s.state.Status)
-				}
-				if !s.rows.applied() {
-					fail("%s is committed but %s's barrier rows for %s are %s: the action was not applied exactly once",
-						what, s.bank, s.state.Name, s.rows)
-				}
-			}
-		case orchestrator.Compensated:
-			r.Compensated++
-			for _, s := range []struct {
-				bank  string
-				state orchestrator.StepState
-				rows  stepRows
-			}{{bank.BankA, debitState, debit}, {bank.BankB, creditState, credit}} {
-				if msg := compensatedStep(s.state, s.rows); msg != "" {
-					fail("%s is compensated but at %s %s", what, s.bank, msg)
-				}
-			}
-		case orchestrator.Parked:
-			switch {
-			case !cfg.AllowParked:
-				r.NotTerminal++
-				fail("%s is parked (%s), which this run does not allow", what, st.Reason)
-				continue
-			case st.Reason == "":
-				fail("%s is parked without a reason", what)
-			}
-			r.Parked++
-			r.ParkedSagas = append(r.ParkedSagas, ParkedSaga{ID: t.ID, Reason: st.Reason})
-			debitApplied, creditApplied = debit.applied(), credit.applied()
-			if debitApplied && !creditApplied {
+		legs := []leg{{bank.BankA, stepState(st, DebitStep), debit}, {bank.BankB, stepState(st, CreditStep), credit}}
+		debitApplied, creditApplied = c.saga(what, st, legs)
+		if debitApplied != creditApplied && st.Status == orchestrator.Parked {
+			if debitApplied {
 				r.InFlight += t.Amount
-			} else if creditApplied && !debitApplied {
+			} else {
 				r.InFlight -= t.Amount
 			}
-		default:
-			r.NotTerminal++
-			fail("%s is %s, not terminal (reason %q)", what, st.Status, st.Reason)
-			continue
-		}
-		if debitApplied {
-			wantA[t.From] -= t.Amount
-		}
-		if creditApplied {
-			wantB[t.To] += t.Amount
 		}
 	}
-	// Rows that no planned step explains: forged commands, or steps of a
-	// saga at the wrong bank. None may have taken effect.
+	if debitApplied {
+		c.wantA[t.From] -= t.Amount
+	}
+	if creditApplied {
+		c.wantB[t.To] += t.Amount
+	}
+}
+
+// saga checks a transfer's saga and its legs; it returns whether each leg's
+// action is in effect.
+func (c *checker) saga(what string, st *orchestrator.State, legs []leg) (debitApplied, creditApplied bool) {
+	r := c.r
+	switch st.Status {
+	case orchestrator.Committed:
+		r.Committed++
+		for _, l := range legs {
+			if l.state.Status != orchestrator.StepSucceeded {
+				c.fail("%s is committed but its step %s is %s", what, l.state.Name, l.state.Status)
+			}
+			if !l.rows.applied() {
+				c.fail("%s is committed but %s's barrier rows for %s are %s: the action was not applied exactly once",
+					what, l.bank, l.state.Name, l.rows)
+			}
+		}
+		return true, true
+	case orchestrator.Compensated:
+		r.Compensated++
+		for _, l := range legs {
+			if msg := compensatedStep(l.state, l.rows); msg != "" {
+				c.fail("%s is compensated but at %s %s", what, l.bank, msg)
+			}
+		}
+		return false, false
+	case orchestrator.Parked:
+		if !c.cfg.AllowParked {
+			r.NotTerminal++
+			c.fail("%s is parked (%s), which this run does not allow", what, st.Reason)
+			return false, false
+		}
+		if st.Reason == "" {
+			c.fail("%s is parked without a reason", what)
+		}
+		r.Parked++
+		r.ParkedSagas = append(r.ParkedSagas, ParkedSaga{ID: st.SagaID, Reason: st.Reason})
+		return legs[0].rows.applied(), legs[1].rows.applied()
+	default:
+		r.NotTerminal++
+		c.fail("%s is %s, not terminal (reason %q)", what, st.Status, st.Reason)
+		return false, false
+	}
+}
+
+// stepState returns the saga's state of the named step (planMismatch made
+// sure it exists).
+func stepState(st *orchestrator.State, name string) orchestrator.StepState {
+	for _, s := range st.Steps {
+		if s.Name == name {
+			return s
+		}
+	}
+	return orchestrator.StepState{Name: name}
+}
+
+// unplannedRows checks the rows that no planned step explains: forged
+// commands, or steps of a saga at the wrong bank. None may have taken
+// effect.
+func (c *checker) unplannedRows() {
 	for _, b := range []struct {
 		name string
 		rows map[rowKey]stepRows
 		step string
-	}{{bank.BankA, rowsA, DebitStep}, {bank.BankB, rowsB, CreditStep}} {
+	}{{bank.BankA, c.rowsA, DebitStep}, {bank.BankB, c.rowsB, CreditStep}} {
 		for _, k := range sortedKeys(b.rows) {
-			if started[k.saga] && k.step == b.step {
+			if c.started[k.saga] && k.step == b.step {
 				continue
 			}
-			if !started[k.saga] {
-				r.ForeignRows++
+			if !c.started[k.saga] {
+				c.r.ForeignRows++
 			}
 			if s := b.rows[k]; s.do == rowSucceeded {
-				fail("%s: barrier rows %s for saga %s step %s, which no started transfer runs there: an unplanned action took effect",
+				c.fail("%s: barrier rows %s for saga %s step %s, which no started transfer runs there: an unplanned action took effect",
 					b.name, s, k.saga, k.step)
 			}
 		}
 	}
+}
+
+// balances compares every account with what the sagas account for, and
+// the banks' total with the total before (less what parked sagas hold).
+func (c *checker) balances() {
+	r := c.r
 	for _, b := range []struct {
 		name      string
 		got, want map[int64]bank.Cents
-	}{{bank.BankA, balA, wantA}, {bank.BankB, balB, wantB}} {
+	}{{bank.BankA, c.balA, c.wantA}, {bank.BankB, c.balB, c.wantB}} {
 		for _, id := range sortedIDs(b.want) {
 			got, ok := b.got[id]
 			switch {
 			case !ok:
-				fail("%s: account %d has disappeared", b.name, id)
+				c.fail("%s: account %d has disappeared", b.name, id)
 			case got != b.want[id]:
-				fail("%s: account %d holds %s, the sagas say %s (off by %s)", b.name, id, got, b.want[id], got-b.want[id])
+				c.fail("%s: account %d holds %s, the sagas say %s (off by %s)", b.name, id, got, b.want[id], got-b.want[id])
 			}
 		}
 		for _, id := range sortedIDs(b.got) {
 			r.TotalAfter += b.got[id]
 			if _, ok := b.want[id]; !ok {
-				fail("%s: account %d (balance %s) did not exist before the load", b.name, id, b.got[id])
+				c.fail("%s: account %d (balance %s) did not exist before the load", b.name, id, b.got[id])
 			}
 			if b.got[id] < 0 {
-				fail("%s: account %d is negative: %s", b.name, id, b.got[id])
+				c.fail("%s: account %d is negative: %s", b.name, id, b.got[id])
 			}
 		}
 	}
 	if want := r.TotalBefore - r.InFlight; r.TotalAfter != want {
-		fail("money not conserved: the banks hold %s in all, want %s (%s before, %s in flight in parked sagas)",
+		c.fail("money not conserved: the banks hold %s in all, want %s (%s before, %s in flight in parked sagas)",
 			r.TotalAfter, want, r.TotalBefore, r.InFlight)
 	}
-	return r, nil
 }
 
 // compensatedStep checks one step of a compensated saga against its barrier
