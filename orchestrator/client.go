@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
 )
@@ -40,15 +41,21 @@ type Client struct {
 	waiters  map[string]map[chan []byte]struct{}
 	done     chan struct{}
 	wg       sync.WaitGroup
+
+	tracer trace.Tracer // nil: no spans (WithTracerProvider)
 }
 
 // NewClient returns a client for namespace ns (the zero Namespace means
 // events.Default). Close releases its watch.
-func NewClient(js jetstream.JetStream, ns events.Namespace) *Client {
+func NewClient(js jetstream.JetStream, ns events.Namespace, opts ...ClientOption) *Client {
 	if ns == (events.Namespace{}) {
 		ns = events.Default
 	}
-	return &Client{js: js, ns: ns, waiters: map[string]map[chan []byte]struct{}{}, done: make(chan struct{})}
+	c := &Client{js: js, ns: ns, waiters: map[string]map[chan []byte]struct{}{}, done: make(chan struct{})}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // Namespace returns the client's namespace.
@@ -116,7 +123,12 @@ func (c *Client) StartMessage(ctx context.Context, start events.Start) error {
 	return c.start(ctx, start, Trace{}, false)
 }
 
-func (c *Client) start(ctx context.Context, start events.Start, trace Trace, fresh bool) error {
+func (c *Client) start(ctx context.Context, start events.Start, trace Trace, fresh bool) (err error) {
+	if c.tracer != nil {
+		var end func(error)
+		ctx, trace, end = c.startSpan(ctx, &start, trace)
+		defer func() { end(err) }()
+	}
 	start.V = events.Version
 	data, err := start.Encode()
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
 )
@@ -49,6 +51,17 @@ type Config struct {
 	CacheSize int
 	// Logger receives rejections and errors. Default slog.Default().
 	Logger *slog.Logger
+	// Registerer, if set, receives the coordinator's Prometheus metrics
+	// (see "Metrics and traces" in the package doc); one coordinator per
+	// registry. Default nil: no metrics (Stats still counts).
+	Registerer prometheus.Registerer
+	// TracerProvider, if set, records a span for each transition and each
+	// command published, in the trace of the saga's start. Default nil: no
+	// spans, and no cost.
+	TracerProvider trace.TracerProvider
+	// MaxLabelValues bounds the distinct saga names and participants that
+	// metric labels show; later ones are reported as "other". Default 256.
+	MaxLabelValues int
 }
 
 func (c *Config) validate() error {
@@ -81,6 +94,9 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MaxLabelValues < 0 {
+		return fmt.Errorf("orchestrator: Config.MaxLabelValues is %d, must be >= 0 (0 means 256)", c.MaxLabelValues)
 	}
 	return nil
 }
@@ -126,6 +142,7 @@ type Coordinator struct {
 		processed, applied, ignored, rejected, conflicts, commands, timers, errors, unconsumed atomic.Uint64
 	}
 	check *consumerCheck // set by Run
+	obs   *observer
 }
 
 // NewCoordinator validates cfg and returns a coordinator; Run starts it.
@@ -133,7 +150,13 @@ func NewCoordinator(cfg Config) (*Coordinator, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Coordinator{cfg: cfg, ns: cfg.Namespace, js: cfg.JetStream, log: cfg.Logger}, nil
+	c := &Coordinator{cfg: cfg, ns: cfg.Namespace, js: cfg.JetStream, log: cfg.Logger}
+	obs, err := newObserver(c)
+	if err != nil {
+		return nil, err
+	}
+	c.obs = obs
+	return c, nil
 }
 
 // Stats returns the instance's counters.
@@ -200,6 +223,13 @@ func (c *Coordinator) run(ctx context.Context) error {
 	var background sync.WaitGroup
 	defer background.Wait()
 	c.check = newConsumerCheck(c.js, c.ns, c.log, &c.stats.unconsumed, &background)
+	censusCtx, stopCensus := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCensus()
+	background.Add(1)
+	go func() {
+		defer background.Done()
+		c.obs.runCensus(censusCtx, kv)
+	}()
 	var wg sync.WaitGroup
 	queues := make([]chan queued, c.cfg.Workers)
 	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
@@ -325,11 +355,13 @@ func (w *worker) handle(q queued) {
 	in, ok := decodeInput(c.ns, msg.Subject(), msg.Headers(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
 	if !ok {
 		c.stats.rejected.Add(1)
+		c.obs.rejectedSubject()
 		c.log.Warn("coordinator: message on a subject that names no saga", "subject", msg.Subject(), "seq", meta.Sequence.Stream)
 		_ = msg.Term()
 		return
 	}
 	in.StepTimeoutMS = c.cfg.stepTimeoutMS()
+	c.obs.input(&in, msg.Headers(), meta.NumDelivered)
 	since := q.since
 	if since != 0 && w.naked[in.SagaID] != 0 {
 		since = 0 // an earlier input of the saga comes back later
@@ -402,24 +434,30 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 					w.cache.drop(in.SagaID)
 					continue
 				}
-				w.count(in, res.Rejected)
+				w.count(in, e.state != nil, res.Rejected)
 				return nil
 			}
 			cursor = next.Seq + 1
 			continue
 		}
+		tctx, end := w.c.obs.transition(ctx, e.state, next, res.State)
 		ne, err := w.write(ctx, in.SagaID, e.rev, res.State)
 		if errors.Is(err, errConflict) {
+			end(err)
 			if conflicts++; conflicts > 50 {
 				return fmt.Errorf("state of saga %s: compare-and-set lost %d times", in.SagaID, conflicts)
 			}
 			continue
 		}
 		if err != nil {
+			end(err)
 			return err
 		}
-		w.count(*next, res.Rejected)
-		if err := w.flush(ctx, ne); err != nil {
+		w.c.obs.written(e.state, next, res.State)
+		w.count(*next, e.state != nil, res.Rejected)
+		err = w.flush(tctx, ne)
+		end(err)
+		if err != nil {
 			return err
 		}
 		if next == &in {
@@ -428,13 +466,22 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 	}
 }
 
-// count records the fate of an input that was applied or ignored.
-func (w *worker) count(in Input, rejected string) {
+// count records the fate of an input that was applied or ignored (hadSaga:
+// its saga existed).
+func (w *worker) count(in Input, hadSaga bool, rejected string) {
 	c := w.c
 	switch {
 	case rejected != "":
 		c.stats.rejected.Add(1)
-		c.log.Warn("coordinator: input rejected", "saga", in.SagaID, "kind", in.Kind, "seq", in.Seq, "reason", rejected)
+		c.obs.rejected(&in, hadSaga)
+		attrs := []any{"saga", in.SagaID, "kind", in.Kind, "seq", in.Seq, "reason", rejected}
+		if in.Participant != "" {
+			attrs = append(attrs, "participant", in.Participant)
+		}
+		if in.Outcome != nil && in.Outcome.Step != "" {
+			attrs = append(attrs, "step", in.Outcome.Step)
+		}
+		c.log.Warn("coordinator: input rejected", attrs...)
 	default:
 		c.stats.applied.Add(1)
 	}
@@ -503,7 +550,13 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 // every acknowledgement. The schedule carries no message id: publishing it
 // again only replaces it with itself, while an id could make JetStream drop a
 // later schedule for the same due time as a duplicate.
-func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, trace Trace) error {
+func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, trace Trace) (err error) {
+	var ends []func(error) // the commands' spans, when tracing
+	defer func() {
+		for _, end := range ends {
+			end(err)
+		}
+	}()
 	futures := make([]jetstream.PubAckFuture, 0, len(p.Commands)+1)
 	for i := range p.Commands {
 		cmd := &p.Commands[i]
@@ -519,11 +572,8 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, tr
 		m.Header.Set(events.HeaderOp, string(cmd.Op))
 		m.Header.Set(events.HeaderAttempt, fmt.Sprint(cmd.Attempt))
 		m.Header.Set(events.HeaderParticipant, cmd.Participant)
-		if trace.Parent != "" {
-			m.Header.Set(events.HeaderTraceParent, trace.Parent)
-			if trace.State != "" {
-				m.Header.Set(events.HeaderTraceState, trace.State)
-			}
+		if end := c.obs.command(ctx, m.Header, cmd, trace); end != nil {
+			ends = append(ends, end)
 		}
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
@@ -554,6 +604,7 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, tr
 		return err
 	}
 	c.stats.commands.Add(uint64(len(p.Commands)))
+	c.obs.published(p)
 	for i := range p.Commands {
 		c.check.sent(p.Commands[i].Participant)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/sqlmigrate"
@@ -116,6 +117,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the participant's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Metrics, if set, receives the participant's Prometheus metrics: its
+	// steps, outcomes, barrier decisions, rejections and redeliveries, its
+	// consumer's pending counts and, with RelayEvents, its outbox's
+	// backlog. One [Metrics] (NewMetrics) serves every participant of a
+	// process. Default nil: no metrics.
+	Metrics *Metrics
+	// TracerProvider, if set, records a span for each command handled, a
+	// child of the coordinator's span that published it (the command's
+	// traceparent header), with the barrier's decision as an attribute;
+	// the outcome carries the span's context. Default nil: no spans, and
+	// no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // withDefaults validates cfg and fills in its defaults.

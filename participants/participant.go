@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetsaga/jetsaga/internal/telemetry"
 	"github.com/jetsaga/jetsaga/outbox"
 )
 
@@ -42,6 +44,9 @@ type Participant struct {
 	// could not be sent; tests shorten it.
 	resendDelay time.Duration
 
+	// tracer records spans; nil without Config.TracerProvider.
+	tracer trace.Tracer
+
 	// afterCommit, set by tests, runs after a command's transaction
 	// committed and before the message is acked (a test closes the NATS
 	// connection there to simulate a crash).
@@ -62,6 +67,7 @@ func New(cfg Config) (*Participant, error) {
 		actions: make(map[string]*action),
 
 		resendDelay: resendDelay,
+		tracer:      telemetry.Tracer(c.TracerProvider, tracerName),
 	}, nil
 }
 
@@ -139,6 +145,14 @@ func (p *Participant) Run(ctx context.Context) error {
 			return nil // stopped before it started: nothing to finish
 		}
 		return fmt.Errorf("participants: create consumer %s on stream %s: %w", p.ConsumerConfig().Durable, stream, err)
+	}
+	if m := p.cfg.Metrics; m != nil {
+		if err := m.WatchConsumer(p.cfg.JetStream, stream, p.ConsumerConfig().Durable); err != nil {
+			return errConfig("Metrics", "%v", err)
+		}
+		if p.cfg.RelayEvents {
+			m.WatchOutbox(p.cfg.Pool, p.cfg.Outbox)
+		}
 	}
 	// The client buffers up to MaxAckPending messages: the server delivers
 	// no more than that unacked anyway, and a larger pull keeps a slow

@@ -42,6 +42,9 @@ type job struct {
 	// writes are the outboxes the handler wrote to: their relays are
 	// woken once the step commits.
 	writes outboxWrites
+	// barrier is the barrier's decision when it did not run the command as
+	// it came (a Barrier* constant), for metrics and traces.
+	barrier string
 }
 
 // loggerAttrs are the attributes of a job's log lines.
@@ -89,10 +92,12 @@ func (p *Participant) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	j := &job{msg: msg, seq: meta.Sequence.Stream, delivered: meta.NumDelivered, header: msg.Headers(), budget: events.DefaultRetry,
 		log: loggerAttrs{"subject", msg.Subject(), "stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered}}
+	ctx, observed := p.observe(ctx, j)
 	stop := p.keepAlive(msg)
 	v := p.process(ctx, j)
 	stop()
 	p.settle(ctx, j, v)
+	observed(v)
 }
 
 // keepAlive sends progress acks every AckWait/3 until stopped.
@@ -264,6 +269,10 @@ func (p *Participant) runDo(ctx context.Context, j *job, info StepInfo, invoke i
 	switch {
 	case !fresh:
 		o.Status, o.Reason, o.Result = storedDoOutcome(&cur)
+		j.barrier = BarrierDuplicate
+		if cur.status == statusVoided {
+			j.barrier = BarrierHanging
+		}
 		p.log.Info("duplicate action skipped: re-sending its outcome", append(j.log, "status", o.Status)...)
 	case rejected != "":
 		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
@@ -385,11 +394,13 @@ func (p *Participant) runUndo(ctx context.Context, j *job, info StepInfo, invoke
 	switch {
 	case !fresh:
 		o.Status, o.Reason, o.Result = storedUndoOutcome(&undo)
+		j.barrier = BarrierDuplicate
 		p.log.Info("duplicate compensation skipped: re-sending its outcome", j.log...)
 	case rejected != "" && !badPayload:
 		o.Status, o.Reason = events.Rejected, clampReason(rejected, "rejected")
 		return answer(&o)
 	case voided || do.status != statusSucceeded:
+		j.barrier = BarrierNullCompensation
 		o.Reason = reasonNullNeverRan
 		if !voided {
 			o.Reason = fmt.Sprintf(reasonNullFailedFmt, do.status)
@@ -515,6 +526,7 @@ func (p *Participant) send(ctx context.Context, j *job, o *events.Outcome) error
 	if _, err := p.cfg.JetStream.PublishMsg(pctx, m); err != nil {
 		return fmt.Errorf("publish outcome: %w", err)
 	}
+	p.sent(o)
 	return nil
 }
 

@@ -26,6 +26,7 @@ func (a *app) bankCmd() *cobra.Command {
 		migrate     bool
 		seed        bool
 		concurrency int
+		metricsAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "bank --participant bank-a|bank-b --database-url URL",
@@ -37,7 +38,11 @@ At start it migrates its tables (barrier, outbox, accounts; --migrate=false to s
 example's accounts in an empty bank with --seed, and waits for the commands stream (a coordinator
 creates it). On SIGINT/SIGTERM it stops taking commands, lets those in flight commit and be
 acknowledged, drains its NATS connection and exits 0. Kill it at any moment instead: the commands
-it held are delivered again and its barrier makes that safe.`,
+it held are delivered again and its barrier makes that safe.
+
+With --metrics-addr it serves Prometheus metrics on /metrics: step latency, outcomes, barrier
+decisions, rejections, redeliveries, its consumer's pending counts, Go runtime and process. Traces
+are exported when the OTEL_* environment asks for them (off by default).`,
 		Example: `  jetsaga bank --participant bank-a --database-url postgres://bank:secret@db:5432/bank_a --seed`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -93,8 +98,25 @@ it held are delivered again and its barrier makes that safe.`,
 				}
 				return err
 			}
+			tp, stopTracing, err := setupTracing(ctx, "jetsaga-"+name, log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
+			reg := newRegistry()
+			var metrics *participants.Metrics
+			if metricsAddr != "" { // no metrics are kept unless served
+				if metrics, err = participants.NewMetrics(reg); err != nil {
+					return err
+				}
+			}
+			stopMetrics, err := serveMetrics(metricsAddr, reg, log)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			p, err := participants.New(participants.Config{Name: name, Pool: pool, JetStream: js, Namespace: ns,
-				Concurrency: concurrency, Logger: log})
+				Concurrency: concurrency, Logger: log, Metrics: metrics, TracerProvider: tp})
 			if err != nil {
 				return err
 			}
@@ -119,6 +141,7 @@ it held are delivered again and its barrier makes that safe.`,
 	fs.BoolVar(&migrate, "migrate", true, "create or upgrade the tables at start")
 	fs.BoolVar(&seed, "seed", false, "open the example's accounts if the bank has none")
 	fs.IntVar(&concurrency, "concurrency", participants.DefaultConcurrency, "commands handled at once, each in its own transaction")
+	metricsFlag(fs, &metricsAddr)
 	return cmd
 }
 

@@ -24,6 +24,7 @@ func (a *app) benchCmd() *cobra.Command {
 		cpuProfile   string
 		mutexProfile string
 		memProfile   string
+		withMetrics  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -81,6 +82,12 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 				return err
 			}
 			o.LoadDone = loadDone // the profiles cover the load, not the checks after it
+			if withMetrics {
+				reg := newRegistry()
+				o.Registerer = reg
+				stopScrapes := scrapeEvery(reg, benchScrapeInterval)
+				defer stopScrapes()
+			}
 			r, err := bench.Run(cmd.Context(), o)
 			if perr := finishProfiles(); err == nil {
 				err = perr
@@ -122,6 +129,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load to this file")
 	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of the load to this file")
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile, taken when the load ends, to this file")
+	fs.BoolVar(&withMetrics, "metrics", false, "keep the coordinator's and the banks' Prometheus metrics and scrape them every 5 s, to measure what they cost")
 	return cmd
 }
 

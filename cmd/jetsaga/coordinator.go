@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -23,6 +24,7 @@ func (a *app) coordinatorCmd() *cobra.Command {
 		workers     int
 		stepTimeout time.Duration
 		metricsAddr string
+		serveAPI    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -34,8 +36,13 @@ At start it creates or updates the sagas and commands streams and the saga state
 share one durable consumer. On SIGINT/SIGTERM it stops fetching, finishes the messages it holds,
 drains its NATS connection and exits 0.
 
-With --metrics-addr it serves its counters in the Prometheus text format on /metrics (and "ok" on
-/healthz).`,
+It serves the saga API as a NATS micro service (service "jetsaga", subjects <prefix>.api.get, list,
+timeline, start, redrive, skip, resolve; "nats micro ls" finds it) unless --service=false.
+
+With --metrics-addr it serves Prometheus metrics on /metrics (and "ok" on /healthz): sagas started
+and finished, durations, unfinished sagas by status, commands, outcomes, rejections, consumers'
+pending counts, Go runtime and process. Traces are exported when the OTEL_* environment asks for
+them (OTEL_TRACES_EXPORTER=otlp or OTEL_EXPORTER_OTLP_ENDPOINT; off by default).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if replicas < 1 || replicas > 5 {
@@ -63,27 +70,40 @@ With --metrics-addr it serves its counters in the Prometheus text format on /met
 				return err
 			}
 			defer drain(nc, drainTimeout)
+			tp, stopTracing, err := setupTracing(ctx, "jetsaga-coordinator", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
+			reg := newRegistry()
+			var registerer prometheus.Registerer
+			if metricsAddr != "" { // no metrics are kept unless served
+				registerer = reg
+			}
 			c, err := orchestrator.NewCoordinator(orchestrator.Config{
-				JetStream:   js,
-				Namespace:   ns,
-				Streams:     events.StreamOptions{Replicas: replicas, MaxAge: maxAge},
-				Workers:     workers,
-				StepTimeout: stepTimeout,
-				Logger:      log,
+				JetStream:      js,
+				Namespace:      ns,
+				Streams:        events.StreamOptions{Replicas: replicas, MaxAge: maxAge},
+				Workers:        workers,
+				StepTimeout:    stepTimeout,
+				Logger:         log,
+				Registerer:     registerer,
+				TracerProvider: tp,
 			})
 			if err != nil {
 				return err
 			}
-			if metricsAddr != "" {
-				m, err := startMetrics(metricsAddr, c.Stats, log)
+			stopMetrics, err := serveMetrics(metricsAddr, reg, log)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			if serveAPI {
+				stopAPI, err := startAPI(nc, js, ns, tp, log)
 				if err != nil {
 					return err
 				}
-				defer func() {
-					if err := m.stop(); err != nil {
-						log.Warn("metrics server", "err", err)
-					}
-				}()
+				defer stopAPI()
 			}
 			log.Info("coordinator running", "nats", redactURL(nc.ConnectedUrl()), "prefix", ns.Prefix(),
 				"streams", ns.SagasStream()+","+ns.CommandsStream(), "bucket", ns.StateBucket(),
@@ -108,7 +128,8 @@ With --metrics-addr it serves its counters in the Prometheus text format on /met
 	bindEnv(fs, "workers", "JETSAGA_WORKERS")
 	fs.DurationVar(&stepTimeout, "step-timeout", orchestrator.DefaultStepTimeout, "timeout of the steps whose plan gives none (timeout_ms absent or 0), recorded in each saga when it starts; -1s for none (a step with timeout_ms -1 never times out); give replay the same value")
 	bindEnv(fs, "step-timeout", "JETSAGA_STEP_TIMEOUT")
-	fs.StringVar(&metricsAddr, "metrics-addr", "", `serve Prometheus metrics on this address, e.g. ":9090" (default: off)`)
-	bindEnv(fs, "metrics-addr", "JETSAGA_METRICS_ADDR")
+	metricsFlag(fs, &metricsAddr)
+	fs.BoolVar(&serveAPI, "service", true, "serve the saga API as a NATS micro service (<prefix>.api.*)")
+	bindEnv(fs, "service", "JETSAGA_SERVICE")
 	return cmd
 }

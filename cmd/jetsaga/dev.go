@@ -5,16 +5,19 @@ import (
 	"os"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
 
 func (a *app) devCmd() *cobra.Command {
 	var (
-		db       dbFlags
-		lf       logFlags
-		port     int
-		dtmPort  int
-		storeDir string
+		db          dbFlags
+		lf          logFlags
+		port        int
+		dtmPort     int
+		storeDir    string
+		metricsAddr string
+		serveAPI    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -27,7 +30,11 @@ It prints how to connect and an example "jetsaga start" command.
 
 JetStream's data lives in a temporary directory removed at exit, or in --store-dir, which is kept.
 A throwaway PostgreSQL cluster is removed at exit; on a DATABASE_URL server bank_a and bank_b are
-created if missing and kept, so a dev environment with both survives restarts.`,
+created if missing and kept, so a dev environment with both survives restarts.
+
+It serves the saga API as a NATS micro service (<prefix>.api.*, "nats micro ls") unless
+--service=false, the metrics of the coordinator and both banks on --metrics-addr, and exports
+traces when the OTEL_* environment asks for them.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if port < 1 || port > 65535 {
@@ -44,9 +51,18 @@ created if missing and kept, so a dev environment with both survives restarts.`,
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			tp, stopTracing, err := setupTracing(ctx, "jetsaga-dev", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
+			var reg *prometheus.Registry
+			if metricsAddr != "" {
+				reg = newRegistry()
+			}
 			fmt.Fprintln(a.stdout, "jetsaga dev: starting NATS, PostgreSQL, the coordinator and both banks...")
 			s, err := startStack(ctx, stackConfig{natsPort: port, storeDir: storeDir, databaseURL: db.url,
-				syncAlways: true, log: log, connectTimeout: defaultConnectTimeout})
+				syncAlways: true, log: log, connectTimeout: defaultConnectTimeout, registry: reg, tracer: tp})
 			if err != nil {
 				return fmt.Errorf("start the dev environment: %w", err)
 			}
@@ -56,13 +72,23 @@ created if missing and kept, so a dev environment with both survives restarts.`,
 					dtmURL, err = s.startDTM(dtmPort)
 				}
 			}
+			stopMetrics, stopAPI := func() {}, func() {}
+			if err == nil {
+				stopMetrics, err = serveMetrics(metricsAddr, reg, log)
+			}
+			if err == nil && serveAPI {
+				stopAPI, err = startAPI(s.nc, s.js, s.ns, tp, log)
+			}
 			if err != nil {
+				stopMetrics()
 				_ = s.close()
 				return err
 			}
 			a.printDevInfo(s, port, storeDir, dtmURL)
 			<-ctx.Done()
 			fmt.Fprintln(a.stdout, "jetsaga dev: stopping...")
+			stopAPI()
+			stopMetrics()
 			if err := s.close(); err != nil {
 				return fmt.Errorf("stop the dev environment: %w", err)
 			}
@@ -76,6 +102,9 @@ created if missing and kept, so a dev environment with both survives restarts.`,
 	fs.IntVar(&port, "port", 4222, "NATS client port on 127.0.0.1")
 	fs.IntVar(&dtmPort, "dtm-port", defaultDTMPort, "port on 127.0.0.1 of the DTM-compatible API (a free one if it is taken)")
 	fs.StringVar(&storeDir, "store-dir", "", "keep JetStream's data in this directory (default: a temporary directory removed at exit)")
+	metricsFlag(fs, &metricsAddr)
+	fs.BoolVar(&serveAPI, "service", true, "serve the saga API as a NATS micro service (<prefix>.api.*)")
+	bindEnv(fs, "service", "JETSAGA_SERVICE")
 	return cmd
 }
 

@@ -10,58 +10,51 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jetsaga/jetsaga/orchestrator"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/spf13/pflag"
 )
 
-// The /metrics endpoint is written by hand in the Prometheus text
-// exposition format (version 0.0.4): a handful of counters do not earn the
-// client_golang dependency tree.
+// The services' /metrics endpoint: a registry of their own (no global
+// state) with the Go runtime and process collectors and whatever the
+// components register (orchestrator.Config.Registerer, participants.Metrics),
+// served by client_golang's handler.
 
-// metric is one counter of the coordinator's Stats.
-type metric struct {
-	name, help string
-	value      func(orchestrator.Stats) uint64
+// newRegistry returns a registry with the Go runtime and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
-var coordinatorMetrics = []metric{
-	{"jetsaga_coordinator_messages_processed_total", "Messages of the sagas stream handled and acknowledged.", func(s orchestrator.Stats) uint64 { return s.Processed }},
-	{"jetsaga_coordinator_messages_applied_total", "Messages that changed a saga's state.", func(s orchestrator.Stats) uint64 { return s.Applied }},
-	{"jetsaga_coordinator_messages_ignored_total", "Duplicate and stale messages that changed nothing.", func(s orchestrator.Stats) uint64 { return s.Ignored }},
-	{"jetsaga_coordinator_messages_rejected_total", "Invalid messages, recorded in their saga when it exists.", func(s orchestrator.Stats) uint64 { return s.Rejected }},
-	{"jetsaga_coordinator_cas_conflicts_total", "Compare-and-set conflicts with another coordinator instance.", func(s orchestrator.Stats) uint64 { return s.Conflicts }},
-	{"jetsaga_coordinator_commands_published_total", "Step commands published to participants.", func(s orchestrator.Stats) uint64 { return s.Commands }},
-	{"jetsaga_coordinator_timers_scheduled_total", "Durable timers scheduled.", func(s orchestrator.Stats) uint64 { return s.Timers }},
-	{"jetsaga_coordinator_errors_total", "Transient errors; the message is delivered again.", func(s orchestrator.Stats) uint64 { return s.Errors }},
+// metricsFlag is the --metrics-addr flag of the long-running commands.
+func metricsFlag(fs *pflag.FlagSet, addr *string) {
+	fs.StringVar(addr, "metrics-addr", "", `serve Prometheus metrics on /metrics at this address, e.g. ":9090" (default: off)`)
+	bindEnv(fs, "metrics-addr", "JETSAGA_METRICS_ADDR")
 }
 
-// writeMetrics writes the stats in the Prometheus text format.
-func writeMetrics(w io.Writer, s orchestrator.Stats) error {
-	for _, m := range coordinatorMetrics {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", m.name, m.help, m.name, m.name, m.value(s)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// metricsServer serves /metrics (and /healthz) on addr until ctx is done.
+// metricsServer serves /metrics (and /healthz) until stopped.
 type metricsServer struct {
 	srv  *http.Server
 	ln   net.Listener
 	done chan error
 }
 
-// startMetrics listens on addr and serves stats in the background.
-func startMetrics(addr string, stats func() orchestrator.Stats, log *slog.Logger) (*metricsServer, error) {
+// startMetrics listens on addr and serves reg in the background.
+func startMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_ = writeMetrics(w, stats())
-	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling:     promhttp.ContinueOnError,
+		Registry:          reg, // promhttp_metric_handler_errors_total
+		EnableOpenMetrics: true,
+	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
@@ -89,4 +82,56 @@ func (m *metricsServer) stop() error {
 		err = serveErr
 	}
 	return err
+}
+
+// serveMetrics starts the metrics server when addr is set; the returned
+// function stops it (a no-op otherwise).
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	m, err := startMetrics(addr, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		if err := m.stop(); err != nil {
+			log.Warn("metrics server", "err", err)
+		}
+	}, nil
+}
+
+// benchScrapeInterval is how often bench --metrics scrapes, a third of
+// Prometheus' usual 15 s: a pessimistic scraper.
+const benchScrapeInterval = 5 * time.Second
+
+// scrapeEvery gathers reg and encodes it in the text format every interval,
+// as a Prometheus server would, until stop is called.
+func scrapeEvery(reg *prometheus.Registry, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				mfs, err := reg.Gather()
+				if err != nil {
+					continue
+				}
+				enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
+				for _, mf := range mfs {
+					_ = enc.Encode(mf)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
 }

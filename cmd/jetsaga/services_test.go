@@ -3,12 +3,9 @@ package main
 import (
 	"bufio"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/jetsaga/jetsaga/examples/bank"
+	"github.com/jetsaga/jetsaga/internal/telemetry/telemetrytest"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 )
 
@@ -131,14 +129,14 @@ func TestServicesAsProcesses(t *testing.T) {
 	bin := buildBinary(t)
 	srv := testenv.NATS(t)
 	dbA, dbB := testenv.PostgresURL(t), testenv.PostgresURL(t)
-	metrics := closedPort(t)
+	metrics, metricsA := closedPort(t), closedPort(t)
 	common := []string{"--nats-url", srv.URL(), "--log-format", "json"}
 
 	coord := startProcess(t, bin, "coordinator", append([]string{"coordinator", "--workers", "8", "--metrics-addr", metrics}, common...)...)
 	// The banks wait for the streams if they start first; here the
 	// coordinator creates them.
 	coord.waitLog(`"msg":"coordinator running"`)
-	bankA := startProcess(t, bin, "bank-a", append([]string{"bank", "--participant", "bank-a", "--database-url", dbA, "--seed"}, common...)...)
+	bankA := startProcess(t, bin, "bank-a", append([]string{"bank", "--participant", "bank-a", "--database-url", dbA, "--seed", "--metrics-addr", metricsA}, common...)...)
 	bankB := startProcess(t, bin, "bank-b", append([]string{"bank", "--participant", "bank-b", "--database-url", dbB, "--seed"}, common...)...)
 	bankA.waitLog(`"msg":"bank running"`)
 	bankB.waitLog(`"msg":"bank running"`)
@@ -166,23 +164,55 @@ func TestServicesAsProcesses(t *testing.T) {
 		}
 	}
 
-	// Metrics in the Prometheus text format.
-	resp, err := http.Get("http://" + metrics + "/metrics")
+	// Metrics, scraped over HTTP and read with Prometheus' parser. The
+	// committed transfer: debit and credit; the compensated one: the
+	// debit, which failed, so there is nothing to compensate.
+	f, err := telemetrytest.Scrape("http://" + metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
-		t.Fatalf("metrics content type %q", ct)
+	for _, w := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"jetsaga_coordinator_commands_published_total", []string{"participant=bank-a", "op=do"}, 2},
+		{"jetsaga_coordinator_commands_published_total", []string{"participant=bank-b", "op=do"}, 1},
+		{"jetsaga_sagas_started_total", []string{"name=transfer"}, 2},
+		{"jetsaga_sagas_finished_total", []string{"name=transfer", "status=committed"}, 1},
+		{"jetsaga_sagas_finished_total", []string{"name=transfer", "status=compensated"}, 1},
+		{"jetsaga_coordinator_messages_processed_total", nil, 5}, // 2 starts, 3 outcomes
+	} {
+		if got, ok := f.Value(w.name, w.labels...); !ok || got != w.want {
+			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, got, ok, w.want)
+		}
 	}
-	// The committed transfer: debit and credit; the compensated one: the
-	// debit, which failed, so there is nothing to compensate.
-	if n := metricValue(t, string(body), "jetsaga_coordinator_commands_published_total"); n != 3 {
-		t.Fatalf("commands published %d, want 3:\n%s", n, body)
+	// bank-a's: its debit committed in the first transfer and failed in
+	// the second (an amount larger than Carol's balance).
+	fa, err := telemetrytest.Scrape("http://" + metricsA + "/metrics")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(string(body), "# TYPE jetsaga_coordinator_messages_processed_total counter") {
-		t.Fatalf("metrics lack TYPE lines:\n%s", body)
+	for _, w := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"jetsaga_participant_outcomes_total", []string{"participant=bank-a", "status=succeeded"}, 1},
+		{"jetsaga_participant_outcomes_total", []string{"participant=bank-a", "status=failed"}, 1},
+		{"jetsaga_participant_step_duration_seconds", []string{"participant=bank-a", "action=TransOut", "op=do", "outcome=succeeded"}, 1},
+		{"jetsaga_participant_step_duration_seconds", []string{"participant=bank-a", "action=TransOut", "op=do", "outcome=failed"}, 1},
+		{"jetsaga_consumer_ack_pending_messages", []string{"consumer=saga_participant_bank-a"}, 0},
+	} {
+		if got, ok := fa.Value(w.name, w.labels...); !ok || got != w.want {
+			t.Errorf("bank-a: %s%v = %v (present %v), want %v", w.name, w.labels, got, ok, w.want)
+		}
+	}
+	if _, ok := f.Value("go_goroutines"); !ok {
+		t.Error("no Go runtime metrics")
+	}
+	if _, ok := f.Value("process_resident_memory_bytes"); !ok {
+		t.Error("no process metrics")
 	}
 
 	for _, p := range []*process{bankA, bankB, coord} {
@@ -196,17 +226,6 @@ func TestServicesAsProcesses(t *testing.T) {
 	if !strings.Contains(coord.log(), `"msg":"coordinator stopped"`) {
 		t.Fatalf("coordinator did not stop gracefully:\n%s", coord.log())
 	}
-}
-
-// metricValue reads a counter from a Prometheus text exposition.
-func metricValue(t *testing.T, body, name string) int {
-	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\d+)$`).FindStringSubmatch(body)
-	if m == nil {
-		t.Fatalf("metric %s missing:\n%s", name, body)
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
 }
 
 func pool(t *testing.T, url string) *pgxpool.Pool {

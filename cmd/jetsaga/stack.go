@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/devenv"
@@ -44,6 +46,11 @@ type stackConfig struct {
 	log *slog.Logger
 	// connectTimeout bounds reaching an existing PostgreSQL server.
 	connectTimeout time.Duration
+	// registry, if set, receives the metrics of the coordinator (the first
+	// one started) and of the banks.
+	registry *prometheus.Registry
+	// tracer, if set, records the components' spans.
+	tracer trace.TracerProvider
 }
 
 // stack is a whole jetsaga deployment in this process: an embedded NATS
@@ -62,7 +69,10 @@ type stack struct {
 	pools   map[string]*pgxpool.Pool // participant → pool
 	created []string                 // databases to drop at close
 
+	metrics *participants.Metrics // the banks' metrics, with cfg.registry
+
 	mu           sync.Mutex
+	registered   bool // a coordinator's metrics are in cfg.registry
 	coordinator  *service
 	participants []*service
 }
@@ -151,6 +161,11 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 		return nil, err
 	}
 	s.client = orchestrator.NewClient(s.js, s.ns)
+	if cfg.registry != nil {
+		if s.metrics, err = participants.NewMetrics(cfg.registry); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -172,8 +187,14 @@ func (s *stack) ensureDatabase(ctx context.Context, name string) error {
 
 // startCoordinator starts a coordinator in this process.
 func (s *stack) startCoordinator() (*orchestrator.Coordinator, error) {
-	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: s.js, Namespace: s.ns, Workers: 16,
-		Logger: s.cfg.log.With("component", "coordinator")})
+	cfg := orchestrator.Config{JetStream: s.js, Namespace: s.ns, Workers: 16,
+		Logger: s.cfg.log.With("component", "coordinator"), TracerProvider: s.cfg.tracer}
+	s.mu.Lock()
+	if s.cfg.registry != nil && !s.registered {
+		cfg.Registerer, s.registered = s.cfg.registry, true
+	}
+	s.mu.Unlock()
+	c, err := orchestrator.NewCoordinator(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -200,8 +221,12 @@ func (s *stack) stopCoordinator() error {
 // startParticipants starts both banks in this process.
 func (s *stack) startParticipants() error {
 	for _, b := range banks {
-		p, err := newBankParticipant(b.name, s.pools[b.name], s.js, s.ns, s.cfg.log.With("component", b.name))
+		p, err := participants.New(participants.Config{Name: b.name, Pool: s.pools[b.name], JetStream: s.js, Namespace: s.ns,
+			Logger: s.cfg.log.With("component", b.name), Metrics: s.metrics, TracerProvider: s.cfg.tracer})
 		if err != nil {
+			return err
+		}
+		if err := registerBank(p); err != nil {
 			return err
 		}
 		svc := goService(b.name, p.Run)
@@ -245,19 +270,6 @@ func (s *stack) close() error {
 		s.nats.Close()
 	}
 	return errors.Join(errs...)
-}
-
-// newBankParticipant builds one bank's participant with its handlers
-// registered.
-func newBankParticipant(name string, pool *pgxpool.Pool, js jetstream.JetStream, ns events.Namespace, log *slog.Logger) (*participants.Participant, error) {
-	p, err := participants.New(participants.Config{Name: name, Pool: pool, JetStream: js, Namespace: ns, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	if err := registerBank(p); err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 // pgHost returns the host:port of a postgres:// URL.

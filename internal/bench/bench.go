@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/examples/bank"
@@ -87,6 +88,10 @@ type Options struct {
 	Progress io.Writer
 	// Logger receives the components' logs. Default: discarded.
 	Logger *slog.Logger
+	// Registerer, if set, receives the Prometheus metrics of the first
+	// coordinator and of both banks (to measure what metrics cost).
+	// Default nil: no metrics.
+	Registerer prometheus.Registerer
 }
 
 func (o *Options) defaults() error {
@@ -648,12 +653,24 @@ func (e *env) load(ctx context.Context) error {
 			return err
 		}
 		e.closers = append(e.closers, nc.Close)
-		c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: js, Namespace: e.ns, SkipEnsureStreams: true,
-			Workers: o.Workers, Logger: o.Logger})
+		cc := orchestrator.Config{JetStream: js, Namespace: e.ns, SkipEnsureStreams: true,
+			Workers: o.Workers, Logger: o.Logger}
+		if i == 0 {
+			cc.Registerer = o.Registerer
+		}
+		c, err := orchestrator.NewCoordinator(cc)
 		if err != nil {
 			return err
 		}
 		spawn(fmt.Sprintf("coordinator %d", i+1), c.Run)
+	}
+	var metrics *participants.Metrics
+	if o.Registerer != nil {
+		m, err := participants.NewMetrics(o.Registerer)
+		if err != nil {
+			return err
+		}
+		metrics = m
 	}
 	for _, b := range []struct {
 		name string
@@ -667,7 +684,7 @@ func (e *env) load(ctx context.Context) error {
 		}
 		e.closers = append(e.closers, nc.Close)
 		p, err := participants.New(participants.Config{Name: b.name, Pool: b.pool, JetStream: js, Namespace: e.ns,
-			Concurrency: o.ParticipantConcurrency, Logger: o.Logger})
+			Concurrency: o.ParticipantConcurrency, Logger: o.Logger, Metrics: metrics})
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,274 @@
+package orchestrator_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/telemetry/telemetrytest"
+	"github.com/jetsaga/jetsaga/internal/testenv"
+	"github.com/jetsaga/jetsaga/orchestrator"
+)
+
+// logRecorder keeps the records logged through it.
+type logRecorder struct {
+	mu      *sync.Mutex
+	records *[]slog.Record
+	attrs   []slog.Attr
+}
+
+func newLogRecorder() *logRecorder {
+	return &logRecorder{mu: &sync.Mutex{}, records: &[]slog.Record{}}
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(r.attrs...)
+	r.mu.Lock()
+	*r.records = append(*r.records, rec)
+	r.mu.Unlock()
+	return nil
+}
+func (r *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logRecorder{mu: r.mu, records: r.records, attrs: append(slices.Clone(r.attrs), as...)}
+}
+func (r *logRecorder) WithGroup(string) slog.Handler { return r }
+
+// find returns the records at level whose message contains msg, each as a
+// map of its attributes.
+func (r *logRecorder) find(level slog.Level, msg string) []map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []map[string]string
+	for _, rec := range *r.records {
+		if rec.Level != level || !strings.Contains(rec.Message, msg) {
+			continue
+		}
+		m := map[string]string{}
+		rec.Attrs(func(a slog.Attr) bool {
+			m[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, m)
+	}
+	return out
+}
+
+// metricsBundle runs a coordinator with metrics in reg and two scripted
+// banks: bank-b fails the credit of every saga whose id does not start
+// with "ok", and bank-a answers "exhausted" to the compensation of every
+// saga whose id starts with "park", which parks it.
+func metricsBundle(t *testing.T) (*bundle, *prometheus.Registry, *logRecorder) {
+	b := setup(t)
+	reg := prometheus.NewRegistry()
+	logs := newLogRecorder()
+	b.runCoordinator(b.js, func(c *orchestrator.Config) {
+		c.Registerer = reg
+		c.Logger = slog.New(logs)
+	})
+	b.respond("bank-a", func(c events.Command) decision {
+		if c.Op == events.OpUndo && strings.HasPrefix(c.SagaID, "park") {
+			return decision{status: events.Exhausted, reason: "database unreachable"}
+		}
+		return decision{}
+	})
+	b.respond("bank-b", func(c events.Command) decision {
+		if c.Op == events.OpDo && !strings.HasPrefix(c.SagaID, "ok") {
+			return decision{status: events.Failed, reason: "abnormal account"}
+		}
+		return decision{}
+	})
+	return b, reg, logs
+}
+
+// runSagas starts every saga of ids and waits until each is committed
+// (prefix "ok"), compensated ("comp") or parked ("park").
+func (b *bundle) runSagas(ids []string) {
+	b.t.Helper()
+	g, ctx := errgroup.WithContext(context.Background())
+	g.SetLimit(64)
+	for _, id := range ids {
+		g.Go(func() error {
+			if _, err := b.client.Start(ctx, transferPlan(id)); err != nil {
+				return err
+			}
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			st, err := b.client.Wait(wctx, id)
+			if err != nil {
+				return fmt.Errorf("wait %s: %w", id, err)
+			}
+			want := orchestrator.Committed
+			switch {
+			case strings.HasPrefix(id, "comp"):
+				want = orchestrator.Compensated
+			case strings.HasPrefix(id, "park"):
+				want = orchestrator.Parked
+			}
+			if st.Status != want {
+				return fmt.Errorf("saga %s is %s (%s), want %s", id, st.Status, st.Reason, want)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// TestCoordinatorMetrics: after 3 committed, 1 compensated and 1 parked
+// saga, the metrics scraped over HTTP and read with Prometheus' parser say
+// exactly that; the parked saga is logged once at WARN with its reason,
+// step and participant.
+func TestCoordinatorMetrics(t *testing.T) {
+	t.Parallel()
+	b, reg, logs := metricsBundle(t)
+	b.runSagas([]string{"ok-1", "ok-2", "ok-3", "comp-1", "park-1"})
+
+	var f telemetrytest.Families
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		if f, err = telemetrytest.ScrapeRegistry(reg); err != nil {
+			return err
+		}
+		// The census follows the bucket's watch: it may lag a little.
+		if v, _ := f.Value("jetsaga_sagas", "name=transfer", "status=parked"); v != 1 {
+			return fmt.Errorf("jetsaga_sagas{status=parked} = %v, want 1", v)
+		}
+		for _, st := range []string{"running", "compensating"} {
+			if v, _ := f.Value("jetsaga_sagas", "name=transfer", "status="+st); v != 0 {
+				return fmt.Errorf("jetsaga_sagas{status=%s} = %v, want 0", st, v)
+			}
+		}
+		return nil
+	})
+	want := []struct {
+		name   string
+		labels []string
+		value  float64
+	}{
+		{"jetsaga_sagas_started_total", []string{"name=transfer"}, 5},
+		{"jetsaga_sagas_finished_total", []string{"name=transfer", "status=committed"}, 3},
+		{"jetsaga_sagas_finished_total", []string{"name=transfer", "status=compensated"}, 1},
+		{"jetsaga_sagas_parked_total", []string{"name=transfer"}, 1},
+		{"jetsaga_saga_duration_seconds", []string{"name=transfer", "status=committed"}, 3},
+		{"jetsaga_saga_duration_seconds", []string{"name=transfer", "status=compensated"}, 1},
+		{"jetsaga_coordinator_commands_published_total", []string{"participant=bank-a", "op=do"}, 5},
+		{"jetsaga_coordinator_commands_published_total", []string{"participant=bank-b", "op=do"}, 5},
+		{"jetsaga_coordinator_commands_published_total", []string{"participant=bank-a", "op=undo"}, 2},
+		{"jetsaga_coordinator_outcomes_total", []string{"participant=bank-a", "status=succeeded"}, 5},
+		{"jetsaga_coordinator_outcomes_total", []string{"participant=bank-b", "status=succeeded"}, 3},
+		{"jetsaga_coordinator_outcomes_total", []string{"participant=bank-b", "status=failed"}, 2},
+		{"jetsaga_coordinator_outcomes_total", []string{"participant=bank-a", "status=compensated"}, 1},
+		{"jetsaga_coordinator_outcomes_total", []string{"participant=bank-a", "status=exhausted"}, 1},
+		{"jetsaga_coordinator_messages_applied_total", nil, 17}, // 5 starts, 12 outcomes
+		{"jetsaga_coordinator_messages_rejected_total", nil, 0},
+		{"jetsaga_coordinator_errors_total", nil, 0},
+		{"jetsaga_coordinator_census_ready", nil, 1},
+	}
+	for _, w := range want {
+		got, ok := f.Value(w.name, w.labels...)
+		if !ok || got != w.value {
+			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, got, ok, w.value)
+		}
+	}
+	if n := f.Sum("jetsaga_sagas_finished_total"); n != 4 {
+		t.Errorf("sagas finished: %v, want 4", n)
+	}
+	if age, ok := f.Value("jetsaga_saga_oldest_age_seconds", "status=parked"); !ok || age <= 0 {
+		t.Errorf("oldest parked saga's age = %v (present %v), want > 0", age, ok)
+	}
+	// The consumers, read from JetStream: the coordinators' and both banks'.
+	for _, consumer := range []string{events.Default.CoordinatorConsumer(), "test_bank-a", "test_bank-b"} {
+		if _, ok := f.Value("jetsaga_consumer_ack_pending_messages", "consumer="+consumer); !ok {
+			t.Errorf("no ack-pending count for consumer %s", consumer)
+		}
+	}
+	if got, _ := f.Value("jetsaga_consumer_pending_messages", "consumer="+events.Default.CoordinatorConsumer()); got != 0 {
+		t.Errorf("coordinator consumer pending %v, want 0", got)
+	}
+	// No label holds a saga id.
+	for _, s := range f.Series("jetsaga_") {
+		for _, id := range []string{"ok-1", "comp-1", "park-1"} {
+			if strings.Contains(s, `"`+id+`"`) {
+				t.Errorf("series %s names saga %s", s, id)
+			}
+		}
+	}
+
+	parked := logs.find(slog.LevelWarn, "saga parked")
+	if len(parked) != 1 {
+		t.Fatalf("%d WARN lines about a parked saga, want 1: %v", len(parked), parked)
+	}
+	p := parked[0]
+	if p["saga"] != "park-1" || p["step"] != "debit" || p["participant"] != "bank-a" || !strings.Contains(p["reason"], "exhausted") {
+		t.Fatalf("parked saga's log line %v: want saga park-1, step debit, participant bank-a and the reason", p)
+	}
+}
+
+// TestMetricsCardinality: a thousand more sagas of every kind add no series
+// (no label carries a saga id).
+func TestMetricsCardinality(t *testing.T) {
+	t.Parallel()
+	b, reg, _ := metricsBundle(t)
+	b.runSagas([]string{"ok-warm", "comp-warm", "park-warm"})
+	series := func(parked float64) []string {
+		t.Helper()
+		var f telemetrytest.Families
+		testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+			var err error
+			if f, err = telemetrytest.ScrapeRegistry(reg); err != nil {
+				return err
+			}
+			for st, want := range map[string]float64{"parked": parked, "running": 0, "compensating": 0} {
+				if v, _ := f.Value("jetsaga_sagas", "status="+st); v != want {
+					return fmt.Errorf("jetsaga_sagas{status=%s} = %v, want %v", st, v, want)
+				}
+			}
+			return nil
+		})
+		return f.Series("jetsaga_")
+	}
+	before := series(1)
+
+	const n = 1000
+	ids := make([]string, 0, n)
+	for i := range n {
+		prefix := "ok"
+		switch i % 10 {
+		case 7, 8:
+			prefix = "comp"
+		case 9:
+			prefix = "park"
+		}
+		ids = append(ids, fmt.Sprintf("%s-%04d", prefix, i))
+	}
+	b.runSagas(ids)
+	after := series(1 + n/10)
+	if !slices.Equal(before, after) {
+		t.Fatalf("series changed after %d sagas: %d before, %d after\nonly before: %v\nonly after: %v",
+			n, len(before), len(after), diff(before, after), diff(after, before))
+	}
+	t.Logf("%d series before and after %d sagas", len(before), n)
+}
+
+// diff returns the elements of a that b lacks.
+func diff(a, b []string) []string {
+	var out []string
+	for _, s := range a {
+		if !slices.Contains(b, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
