@@ -81,12 +81,12 @@ func TestPages(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("list: %d", code)
 	}
-	mustContain(t, "parked list", body, `id="total">1 saga`, `data-saga="park-1"`)
+	mustContain(t, "parked list", body, `id="total" data-filter="parked">1 saga`, `data-saga="park-1"`)
 	if strings.Contains(body, `data-saga="ok-1"`) {
 		t.Fatal("the parked list shows a committed saga")
 	}
 	_, body, _ = get(t, c, newGet(t, e.url+"/sagas?name=transfer&participant=bank-b&limit=2"))
-	mustContain(t, "filtered list", body, `id="total">3 sagas`, `id="next"`)
+	mustContain(t, "filtered list", body, `id="total" data-filter="">3 sagas`, `id="next"`)
 	next := regexp.MustCompile(`href="(/sagas\?[^"]*after=[^"]*)" id="next"`).FindStringSubmatch(body)
 	if next == nil {
 		t.Fatalf("no next page link:\n%s", body)
@@ -96,11 +96,11 @@ func TestPages(t *testing.T) {
 		t.Fatalf("second page: %d sagas\n%s", n, body)
 	}
 	_, body, _ = get(t, c, newGet(t, e.url+"/sagas?from=2000-01-01T00:00&to=2000-01-02T00:00"))
-	mustContain(t, "empty time range", body, `id="total">0 sagas`)
+	mustContain(t, "empty time range", body, `id="total" data-filter="">0 sagas`)
 	_, body, _ = get(t, c, newGet(t, e.url+"/sagas?from=yesterday"))
 	mustContain(t, "bad time", body, `id="error"`, "from: &#34;yesterday&#34; is not a time")
 	_, body, _ = get(t, c, newGet(t, e.url+"/sagas?q=comp"))
-	mustContain(t, "id search", body, `data-saga="comp-1"`, `id="total">1 saga`)
+	mustContain(t, "id search", body, `data-saga="comp-1"`, `id="total" data-filter="">1 saga`)
 	code, _, h = get(t, c, newGet(t, e.url+"/sagas?q=late-1"))
 	if code != http.StatusSeeOther || h.Get("Location") != "/sagas/late-1" {
 		t.Fatalf("an exact id: %d to %q, want the saga's page", code, h.Get("Location"))

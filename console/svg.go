@@ -234,6 +234,14 @@ func newTimelineChart(st *orchestrator.State, tl []orchestrator.TimelineEntry, n
 			}
 			b := tlBar{X: x(e.Time), Y: y, H: 11, Step: cmd.Step, Op: string(cmd.Op), Attempt: cmd.Attempt, Open: true,
 				Status: "open", Command: e.Summary}
+			// A step's next command ends the attempt before it that got no
+			// outcome (it timed out, or was given up).
+			for k, i := range open {
+				if k.step == cmd.Step {
+					c.Bars[i].W = max(x(e.Time)-c.Bars[i].X, 3)
+					delete(open, k)
+				}
+			}
 			open[key{cmd.Step, cmd.Op, cmd.Attempt}] = len(c.Bars)
 			c.Bars = append(c.Bars, b)
 		case events.KindEvent:
@@ -268,11 +276,11 @@ func newTimelineChart(st *orchestrator.State, tl []orchestrator.TimelineEntry, n
 		}
 	}
 	end := x(tEnd)
+	for _, i := range open {
+		c.Bars[i].W = max(end-c.Bars[i].X, 3)
+	}
 	for i := range c.Bars {
 		b := &c.Bars[i]
-		if b.Open {
-			b.W = max(end-b.X, 3)
-		}
 		what := "action"
 		if b.Op == string(events.OpUndo) {
 			what = "compensation"
@@ -282,6 +290,9 @@ func newTimelineChart(st *orchestrator.State, tl []orchestrator.TimelineEntry, n
 			b.Title = fmt.Sprintf("%s %s, attempt %d: no outcome", b.Step, what, b.Attempt)
 		}
 		b.Label = b.Status
+		if b.Open {
+			b.Label = "no outcome"
+		}
 		b.LabelX, b.LabelY = b.X+b.W+4, b.Y+10
 		b.ShowLabel = b.LabelX < c.PlotX+c.PlotW-40
 	}
