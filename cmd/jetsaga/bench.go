@@ -58,6 +58,8 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 				return usagef("--accounts must be at least 10, got %d", o.Accounts)
 			case o.FailShare < 0 || o.InsufficientShare < 0 || o.FailShare+o.InsufficientShare > 1:
 				return usagef("--fail-share %.2f and --insufficient-share %.2f must be >= 0 and add up to at most 1", o.FailShare, o.InsufficientShare)
+			case o.Mode != bench.ModeNative && o.Mode != bench.ModeHTTP:
+				return usagef("--mode must be %s or %s, got %q", bench.ModeNative, bench.ModeHTTP, o.Mode)
 			case o.JSSync != "always" && o.JSSync != "default":
 				return usagef("--js-sync must be always or default, got %q", o.JSSync)
 			case o.Replicas < 1 || o.Coordinators < 1 || o.Workers < 1:
@@ -112,6 +114,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.IntVar(&o.Sagas, "sagas", 2000, "number of sagas to complete (ignored with --duration)")
 	fs.DurationVar(&o.Duration, "duration", 0, "run the load for this long instead of a number of sagas")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "sagas in flight")
+	fs.StringVar(&o.Mode, "mode", bench.ModeNative, `native (Go participants) or http (HTTP banks with DTM's barrier, called by the HTTP participant, sagas submitted to the DTM-compatible gateway)`)
 	fs.IntVar(&o.Accounts, "accounts", 1000, "accounts per bank")
 	fs.Float64Var(&o.FailShare, "fail-share", 0.1, "share of transfers whose TransIn fails (abnormal account)")
 	fs.Float64Var(&o.InsufficientShare, "insufficient-share", 0.1, "share of transfers whose TransOut fails (insufficient balance)")
@@ -202,6 +205,7 @@ func printBench(w io.Writer, r *bench.Report) {
 	s, m := r.Settings, r.Machine
 	t := newTable(w)
 	fmt.Fprintf(t, "machine\t%d CPUs %s, %s, %s, GOMAXPROCS %d\n", m.CPUs, m.CPUModel, m.OS, m.GoVersion, m.GOMAXPROCS)
+	fmt.Fprintf(t, "mode\t%s\n", s.Mode)
 	fmt.Fprintf(t, "settings\tconcurrency %d, %d accounts, %.0f%% TransIn failures, %.0f%% insufficient balances, %d coordinator(s) × %d workers\n",
 		s.Concurrency, s.Accounts, 100*max(s.FailShare, 0), 100*max(s.InsufficientShare, 0), s.Coordinators, s.Workers)
 	fmt.Fprintf(t, "NATS\t%s, replicas %d\n", s.NATS, s.Replicas)

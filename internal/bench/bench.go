@@ -38,6 +38,9 @@ import (
 // Options of a run. The zero value runs 2,000 sagas at concurrency 64 on an
 // embedded NATS server (sync always) and a throwaway PostgreSQL cluster.
 type Options struct {
+	// Mode is ModeNative (default: Go participants) or ModeHTTP (HTTP
+	// services with DTM's barrier behind the DTM-compatible gateway).
+	Mode string
 	// Sagas to complete. Default 2000; ignored when Duration is set.
 	Sagas int
 	// Duration runs the load for this long instead of a number of sagas.
@@ -95,6 +98,13 @@ type Options struct {
 }
 
 func (o *Options) defaults() error {
+	switch o.Mode {
+	case "":
+		o.Mode = ModeNative
+	case ModeNative, ModeHTTP:
+	default:
+		return fmt.Errorf("mode: %q, want %s or %s", o.Mode, ModeNative, ModeHTTP)
+	}
 	if o.Sagas <= 0 {
 		o.Sagas = 2000
 	}
@@ -198,6 +208,7 @@ type Report struct {
 
 // Settings are the options a run used.
 type Settings struct {
+	Mode              string  `json:"mode"`
 	Sagas             int     `json:"sagas,omitempty"`
 	DurationSeconds   float64 `json:"duration_seconds,omitempty"`
 	Concurrency       int     `json:"concurrency"`
@@ -251,6 +262,7 @@ type env struct {
 	poolB   *pgxpool.Pool
 	closers []func()
 	report  *Report
+	http    *httpMode // ModeHTTP only
 }
 
 func (e *env) close() {
@@ -266,7 +278,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	r := &Report{Machine: machine(), Settings: Settings{Concurrency: o.Concurrency, Accounts: o.Accounts,
+	r := &Report{Machine: machine(), Settings: Settings{Mode: o.Mode, Concurrency: o.Concurrency, Accounts: o.Accounts,
 		FailShare: o.FailShare, InsufficientShare: o.InsufficientShare, JSSync: o.JSSync, Replicas: o.Replicas,
 		MaxAgeSeconds: o.MaxAge.Seconds(),
 		Coordinators:  o.Coordinators, Workers: o.Workers}}
@@ -423,6 +435,9 @@ func (e *env) setup(ctx context.Context) error {
 			return err
 		}
 	}
+	if o.Mode == ModeHTTP {
+		return e.migrateHTTP(ctx)
+	}
 	return nil
 }
 
@@ -557,7 +572,13 @@ func (e *env) counters(ctx context.Context) (counters, error) {
 	}
 	for _, pool := range []*pgxpool.Pool{e.poolA, e.poolB} {
 		var n int64
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+participants.DefaultBarrierTable).Scan(&n); err != nil {
+		var err error
+		if e.o.Mode == ModeHTTP {
+			n, err = httpStepTx(ctx, pool)
+		} else {
+			err = pool.QueryRow(ctx, `SELECT count(*) FROM `+participants.DefaultBarrierTable).Scan(&n)
+		}
+		if err != nil {
 			return c, err
 		}
 		c.pgCommits += n
@@ -672,10 +693,18 @@ func (e *env) load(ctx context.Context) error {
 		}
 		metrics = m
 	}
-	for _, b := range []struct {
+	banks := []struct {
 		name string
 		pool *pgxpool.Pool
-	}{{bank.BankA, e.poolA}, {bank.BankB, e.poolB}} {
+	}{{bank.BankA, e.poolA}, {bank.BankB, e.poolB}}
+	if o.Mode == ModeHTTP {
+		h, err := e.startHTTP(spawn)
+		if err != nil {
+			return err
+		}
+		e.http, banks = h, nil
+	}
+	for _, b := range banks {
 		// Each component has its own connection, as separate processes
 		// would.
 		nc, js, err := connect(e.nc.ConnectedUrl(), o.NATSOptions)
@@ -785,6 +814,12 @@ func (e *env) load(ctx context.Context) error {
 		r.CPUSeconds = (after.cpu - before.cpu).Seconds()
 		r.CPUmsPerSaga = r.CPUSeconds * 1000 / n
 	}
+	if o.Mode == ModeHTTP {
+		e.progress("load done: %d sagas in %.1fs; checking balances…", len(transfers), r.Seconds)
+		r.InvariantErrors = e.checkHTTP(ctx, transfers)
+		r.InvariantsOK = len(r.InvariantErrors) == 0
+		return nil
+	}
 	e.progress("load done: %d sagas in %.1fs; reading back a sample of them…", len(transfers), r.Seconds)
 	if r.Hops, err = e.hops(ctx, transfers); err != nil {
 		return fmt.Errorf("hop breakdown: %w", err)
@@ -836,7 +871,13 @@ func (e *env) transfer(ctx context.Context, client *orchestrator.Client, rng *mr
 		t.to = int64(abnormal + 1 + rng.IntN(o.Accounts-abnormal))
 	}
 	t.begin = time.Now()
-	id, err := client.Start(ctx, bank.TransferPlan("", t.from, t.to, t.amount))
+	var id string
+	var err error
+	if e.http != nil {
+		id, err = e.http.submit(ctx, t)
+	} else {
+		id, err = client.Start(ctx, bank.TransferPlan("", t.from, t.to, t.amount))
+	}
 	t.id = id
 	if err != nil {
 		t.err, t.unacked = err, true

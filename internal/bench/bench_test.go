@@ -49,3 +49,21 @@ func TestSmoke(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// TestSmokeHTTP runs the same mix through the DTM gateway and the HTTP
+// participant to HTTP banks with DTM's barrier, and checks the balances.
+func TestSmokeHTTP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, Options{Mode: ModeHTTP, Sagas: 200, Concurrency: 16, Accounts: 50, CeilingDuration: -1,
+		Progress: testWriter{t}, DatabaseURL: os.Getenv("DATABASE_URL")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.InvariantsOK {
+		t.Fatalf("invariants: %v", r.InvariantErrors)
+	}
+	if r.Settings.Mode != ModeHTTP || r.Sagas != 200 || r.Committed == 0 || r.Compensated == 0 || r.PGCommitsPerSaga <= 0 {
+		t.Fatalf("report %+v", r)
+	}
+}
