@@ -12,13 +12,13 @@ import (
 	"github.com/jetsaga/jetsaga/outbox"
 )
 
-// Barrier statuses, as stored in the status column.
+// Barrier statuses, as stored in the status column (see BarrierStatus).
 const (
-	statusSucceeded   = "succeeded"
-	statusFailed      = "failed"
-	statusRejected    = "rejected"
-	statusVoided      = "voided"
-	statusCompensated = "compensated"
+	statusSucceeded   = string(BarrierSucceeded)
+	statusFailed      = string(BarrierFailed)
+	statusRejected    = string(BarrierRejected)
+	statusVoided      = string(BarrierVoided)
+	statusCompensated = string(BarrierCompensated)
 )
 
 // savepoint is the savepoint the runtime sets after the barrier insert of an

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -156,19 +156,16 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
 // barrierRows renders the barrier rows of a saga in a participant's
 // database.
 func barrierRows(ctx context.Context, pool *pgxpool.Pool, sagaID string) ([]string, error) {
-	rows, err := pool.Query(ctx, `SELECT step, op, status, attempt FROM `+participants.DefaultBarrierTable+`
-WHERE saga_id = $1 ORDER BY created_at, step, op`, sagaID)
+	rows, err := participants.ReadBarrier(ctx, pool, participants.BarrierQuery{SagaID: sagaID})
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-		var step, op, status string
-		var attempt int
-		if err := r.Scan(&step, &op, &status, &attempt); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("step=%s op=%s status=%s attempt=%d", step, op, status, attempt), nil
-	})
+	slices.SortStableFunc(rows, func(a, b participants.BarrierRow) int { return a.Created.Compare(b.Created) })
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = fmt.Sprintf("step=%s op=%s status=%s attempt=%d", r.Step, r.Op, r.Status, r.Attempt)
+	}
+	return out, nil
 }
 
 // isDuplicateDatabase reports a CREATE DATABASE of an existing database.

@@ -26,15 +26,6 @@ const (
 	CreditStep = "credit"
 )
 
-// Barrier row statuses (participants' barrier table).
-const (
-	rowSucceeded   = "succeeded"
-	rowFailed      = "failed"
-	rowRejected    = "rejected"
-	rowVoided      = "voided"
-	rowCompensated = "compensated"
-)
-
 // Defaults of [Config].
 const (
 	DefaultMaxViolations = 20
@@ -222,20 +213,20 @@ type rowKey struct{ saga, step string }
 // stepRows are the barrier rows of one step: the do row's status ("" if
 // absent) and whether the undo row exists.
 type stepRows struct {
-	do   string
+	do   participants.BarrierStatus
 	undo bool
 }
 
 // applied reports whether the rows leave the action's effect in place.
-func (s stepRows) applied() bool { return s.do == rowSucceeded && !s.undo }
+func (s stepRows) applied() bool { return s.do == participants.BarrierSucceeded && !s.undo }
 
 func (s stepRows) String() string {
-	do, undo := s.do, "absent"
+	do, undo := string(s.do), "absent"
 	if do == "" {
 		do = "absent"
 	}
 	if s.undo {
-		undo = rowCompensated
+		undo = string(participants.BarrierCompensated)
 	}
 	return "do=" + do + " undo=" + undo
 }
@@ -324,7 +315,7 @@ func (c *checker) transfer(t *Transfer, st *orchestrator.State) {
 	r := c.r
 	debit, credit := c.rowsA[rowKey{t.ID, DebitStep}], c.rowsB[rowKey{t.ID, CreditStep}]
 	for _, rows := range []stepRows{debit, credit} {
-		if rows.do == rowVoided {
+		if rows.do == participants.BarrierVoided {
 			r.VoidedActions++
 		}
 	}
@@ -443,7 +434,7 @@ func (c *checker) unplannedRows() {
 			if !c.started[k.saga] {
 				c.r.ForeignRows++
 			}
-			if s := b.rows[k]; s.do == rowSucceeded {
+			if s := b.rows[k]; s.do == participants.BarrierSucceeded {
 				c.fail("%s: barrier rows %s for saga %s step %s, which no started transfer runs there: an unplanned action took effect",
 					b.name, s, k.saga, k.step)
 			}
@@ -496,7 +487,7 @@ func compensatedStep(s orchestrator.StepState, rows stepRows) string {
 		// Never compensated: the action must have had no effect (a failed
 		// or rejected action rolled back; a forged command may have left a
 		// rejected row on a step that never ran).
-		if rows.do == rowSucceeded || rows.do == rowVoided || rows.undo {
+		if rows.do == participants.BarrierSucceeded || rows.do == participants.BarrierVoided || rows.undo {
 			return fmt.Sprintf("step %s is %s (no compensation sent) while its barrier rows are %s", s.Name, s.Status, rows)
 		}
 	default:
@@ -604,28 +595,20 @@ func get(ctx context.Context, c *orchestrator.Client, id string) (*orchestrator.
 
 // barrierRows reads a bank's barrier table.
 func barrierRows(ctx context.Context, pool *pgxpool.Pool) (map[rowKey]stepRows, error) {
-	rows, err := pool.Query(ctx, `SELECT saga_id, step, op, status FROM `+participants.DefaultBarrierTable)
+	rows, err := participants.ReadBarrier(ctx, pool, participants.BarrierQuery{})
 	if err != nil {
-		return nil, fmt.Errorf("read barrier rows: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	out := map[rowKey]stepRows{}
-	for rows.Next() {
-		var saga, step, op, status string
-		if err := rows.Scan(&saga, &step, &op, &status); err != nil {
-			return nil, fmt.Errorf("read barrier rows: %w", err)
-		}
-		k := rowKey{saga, step}
+	for _, row := range rows {
+		k := rowKey{row.SagaID, row.Step}
 		s := out[k]
-		if op == string(events.OpUndo) {
-			s.undo = status == rowCompensated
+		if row.Op == events.OpUndo {
+			s.undo = row.Status == participants.BarrierCompensated
 		} else {
-			s.do = status
+			s.do = row.Status
 		}
 		out[k] = s
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read barrier rows: %w", err)
 	}
 	return out, nil
 }
