@@ -145,7 +145,7 @@ func (f *natsFlags) connect(ctx context.Context, name string, service bool, log 
 	// is not held up by a slow server.
 	done := make(chan result, 1)
 	go func() {
-		nc, err := nats.Connect(f.url, opts...)
+		nc, err := f.connectRetrying(ctx, opts)
 		done <- result{nc, err}
 	}()
 	var r result
@@ -160,7 +160,7 @@ func (f *natsFlags) connect(ctx context.Context, name string, service bool, log 
 		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(f.url), ctx.Err())
 	}
 	if r.err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %v", redactURLs(f.url), explainConnect(r.err, f.url, f.connectTimeout))
+		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %v", redactURLs(f.url), f.explain(r.err))
 	}
 	js, err := jetstream.New(r.nc)
 	if err != nil {
@@ -265,13 +265,11 @@ func openPool(ctx context.Context, rawURL string, maxConns int32, timeout time.D
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s: %w", redactURL(rawURL), err)
+		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s: %w", redactURL(rawURL), explainPG(err))
 	}
-	pctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := pool.Ping(pctx); err != nil {
+	if err := pingRetrying(ctx, pool, timeout); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s: %w", redactURL(rawURL), err)
+		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s: %w", redactURL(rawURL), explainPG(err))
 	}
 	return pool, nil
 }

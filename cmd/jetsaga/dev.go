@@ -15,6 +15,7 @@ func (a *app) devCmd() *cobra.Command {
 		lf          logFlags
 		port        int
 		dtmPort     int
+		consolePort int
 		storeDir    string
 		metricsAddr string
 		serveAPI    bool
@@ -26,7 +27,8 @@ func (a *app) devCmd() *cobra.Command {
 server with JetStream on --port, PostgreSQL (DATABASE_URL's server, or a throwaway cluster from the
 local binaries) with the databases bank_a and bank_b, the coordinator and both banks of the example,
 an HTTP participant (calling services on this machine) and the DTM-compatible API on --dtm-port.
-It prints how to connect and an example "jetsaga start" command.
+It prints how to connect, the URL of the web console (on --console-port) and an example
+"jetsaga start" command.
 
 JetStream's data lives in a temporary directory removed at exit, or in --store-dir, which is kept.
 A throwaway PostgreSQL cluster is removed at exit; on a DATABASE_URL server bank_a and bank_b are
@@ -73,6 +75,10 @@ traces when the OTEL_* environment asks for them.`,
 				}
 			}
 			stopMetrics, stopAPI := func() {}, func() {}
+			consoleURL, stopConsole := "", func() error { return nil }
+			if err == nil {
+				consoleURL, stopConsole, err = startDevConsole(ctx, s.client, consolePort, log)
+			}
 			if err == nil {
 				stopMetrics, err = serveMetrics(metricsAddr, reg, log)
 			}
@@ -81,13 +87,15 @@ traces when the OTEL_* environment asks for them.`,
 			}
 			if err != nil {
 				stopMetrics()
+				_ = stopConsole()
 				_ = s.close()
 				return err
 			}
-			a.printDevInfo(s, port, storeDir, dtmURL)
+			a.printDevInfo(s, port, storeDir, dtmURL, consoleURL)
 			<-ctx.Done()
 			fmt.Fprintln(a.stdout, "jetsaga dev: stopping...")
 			stopAPI()
+			_ = stopConsole()
 			stopMetrics()
 			if err := s.close(); err != nil {
 				return fmt.Errorf("stop the dev environment: %w", err)
@@ -101,6 +109,7 @@ traces when the OTEL_* environment asks for them.`,
 	lf.register(fs)
 	fs.IntVar(&port, "port", 4222, "NATS client port on 127.0.0.1")
 	fs.IntVar(&dtmPort, "dtm-port", defaultDTMPort, "port on 127.0.0.1 of the DTM-compatible API (a free one if it is taken)")
+	fs.IntVar(&consolePort, "console-port", 8080, "port on 127.0.0.1 of the web console (a free one if it is taken)")
 	fs.StringVar(&storeDir, "store-dir", "", "keep JetStream's data in this directory (default: a temporary directory removed at exit)")
 	metricsFlag(fs, &metricsAddr)
 	fs.BoolVar(&serveAPI, "service", true, "serve the saga API as a NATS micro service (<prefix>.api.*)")
@@ -109,7 +118,7 @@ traces when the OTEL_* environment asks for them.`,
 }
 
 // printDevInfo tells the user how to reach the environment.
-func (a *app) printDevInfo(s *stack, port int, storeDir, dtmURL string) {
+func (a *app) printDevInfo(s *stack, port int, storeDir, dtmURL, consoleURL string) {
 	w := a.stdout
 	urlFlag := ""
 	if port != 4222 {
@@ -125,6 +134,7 @@ func (a *app) printDevInfo(s *stack, port int, storeDir, dtmURL string) {
 	}
 	fmt.Fprintln(w, "\njetsaga dev: ready")
 	tw := newTable(w)
+	fmt.Fprintf(tw, "  console\t%s\tthe web console (loopback, no login)\n", consoleURL)
 	fmt.Fprintf(tw, "  NATS\t%s\tJetStream in %s (%s)\n", s.nats.URL(), s.nats.StoreDir(), kept)
 	for _, b := range banks {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.name, redactURL(s.dbURLs[b.name]), pg)

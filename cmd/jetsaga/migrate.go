@@ -14,6 +14,7 @@ func (a *app) migrateCmd() *cobra.Command {
 	var (
 		db             dbFlags
 		withBank       bool
+		asJSON         bool
 		connectTimeout = defaultConnectTimeout
 	)
 	cmd := &cobra.Command{
@@ -44,12 +45,18 @@ running migrate again, or from several processes at once, is safe and does nothi
 			if err != nil {
 				return fmt.Errorf("read the outbox version: %w", err)
 			}
-			fmt.Fprintf(a.stdout, "outbox table %s at version %d\n", ob.Table(), obv)
-			fmt.Fprintf(a.stdout, "barrier table %s at version %d\n", participants.DefaultBarrierTable, participants.LatestVersion())
 			if withBank {
 				if err := bank.Migrate(ctx, pool); err != nil {
 					return fmt.Errorf("migrate the bank tables in %s: %w", redactURL(db.url), err)
 				}
+			}
+			if asJSON {
+				return writeJSON(a.stdout, migrateJSON{OutboxTable: ob.Table(), OutboxVersion: obv,
+					BarrierTable: participants.DefaultBarrierTable, BarrierVersion: participants.LatestVersion(), Bank: withBank})
+			}
+			fmt.Fprintf(a.stdout, "outbox table %s at version %d\n", ob.Table(), obv)
+			fmt.Fprintf(a.stdout, "barrier table %s at version %d\n", participants.DefaultBarrierTable, participants.LatestVersion())
+			if withBank {
 				fmt.Fprintln(a.stdout, "bank tables migrated")
 			}
 			return nil
@@ -57,6 +64,7 @@ running migrate again, or from several processes at once, is safe and does nothi
 	}
 	db.register(cmd.Flags(), "the participant's database, a postgres:// URL (required)")
 	cmd.Flags().BoolVar(&withBank, "bank", false, "also create the example bank's tables")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tables and their versions as a JSON object")
 	cmd.Flags().DurationVar(&connectTimeout, "connect-timeout", defaultConnectTimeout, "how long to try to reach PostgreSQL")
 	return cmd
 }

@@ -1,13 +1,14 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 )
 
 func (a *app) redriveCmd() *cobra.Command {
-	var nf natsFlags
+	var (
+		nf     natsFlags
+		asJSON bool
+	)
 	cmd := &cobra.Command{
 		Use:   "redrive SAGA_ID",
 		Short: "Resume a parked saga: send its stuck step again with a fresh retry budget",
@@ -26,10 +27,10 @@ direction the saga was going. Fix the cause first (the participant's logs say wh
 			if err := s.client.Redrive(ctx, id); err != nil {
 				return s.sagaError(id, err)
 			}
-			fmt.Fprintf(a.stdout, "redrive of saga %s sent; follow it with: jetsaga status %s\n", id, id)
-			return nil
+			return a.sent(asJSON, id, "redrive", "")
 		},
 	}
 	nf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"saga_id": ..., "action": ..., "sent": true} as JSON`)
 	return cmd
 }

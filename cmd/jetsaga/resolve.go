@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -9,8 +8,9 @@ import (
 
 func (a *app) resolveCmd() *cobra.Command {
 	var (
-		nf   natsFlags
-		note string
+		nf     natsFlags
+		note   string
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "resolve SAGA_ID --note TEXT",
@@ -33,11 +33,11 @@ for the steps it did not finish.`,
 			if err := s.client.Resolve(ctx, id, note); err != nil {
 				return s.sagaError(id, err)
 			}
-			fmt.Fprintf(a.stdout, "resolve of saga %s sent; follow it with: jetsaga status %s\n", id, id)
-			return nil
+			return a.sent(asJSON, id, "resolve", "")
 		},
 	}
 	nf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"saga_id": ..., "action": ..., "sent": true} as JSON`)
 	cmd.Flags().StringVar(&note, "note", "", "why the saga may end as it is (required)")
 	return cmd
 }

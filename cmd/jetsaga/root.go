@@ -113,7 +113,8 @@ redrive, skip, resolve and replay operate on one.
 Flags that have an environment fallback say so in their help; a flag given on the command line wins.
 
 Exit codes: 0 success (start --wait: committed), 1 error, 2 bad command line,
-3 compensated, 4 parked, 5 rejected (start --wait), 6 differences found (replay --compare).`,
+3 compensated, 4 parked, 5 rejected (start --wait, watch), 6 differences found (replay --compare),
+130 interrupted (Ctrl-C or SIGTERM while start --wait, watch or bench runs).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -132,7 +133,7 @@ Exit codes: 0 success (start --wait: committed), 1 error, 2 bad command line,
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usagef("%s: %v (see '%s --help')", cmd.CommandPath(), err, cmd.CommandPath())
+		return usagef("%s%v (see '%s --help')", cmdPrefix(cmd), err, cmd.CommandPath())
 	})
 	root.SuggestionsMinimumDistance = 2
 	root.CompletionOptions.HiddenDefaultCmd = true
@@ -146,6 +147,8 @@ Exit codes: 0 success (start --wait: committed), 1 error, 2 bad command line,
 		a.gatewayCmd(),
 		a.startCmd(),
 		a.statusCmd(),
+		a.watchCmd(),
+		a.consoleCmd(),
 		a.listCmd(),
 		a.redriveCmd(),
 		a.skipCmd(),
@@ -199,13 +202,23 @@ func (a *app) applyEnv(cmd *cobra.Command) error {
 func exactArgs(what ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < len(what) {
-			return usagef("%s: missing %s (usage: %s)", cmd.CommandPath(), what[len(args)], cmd.UseLine())
+			return usagef("%smissing %s (usage: %s)", cmdPrefix(cmd), what[len(args)], cmd.UseLine())
 		}
 		if len(args) > len(what) {
-			return usagef("%s: unexpected argument %q (usage: %s)", cmd.CommandPath(), args[len(what)], cmd.UseLine())
+			return usagef("%sunexpected argument %q (usage: %s)", cmdPrefix(cmd), args[len(what)], cmd.UseLine())
 		}
 		return nil
 	}
+}
+
+// cmdPrefix is "start: " for `jetsaga start` (report adds "jetsaga: "), ""
+// for the root command.
+func cmdPrefix(cmd *cobra.Command) string {
+	p := strings.TrimSpace(strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()))
+	if p == "" {
+		return ""
+	}
+	return p + ": "
 }
 
 // noArgs refuses positional arguments.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,6 +12,7 @@ func (a *app) skipCmd() *cobra.Command {
 	var (
 		nf         natsFlags
 		step, note string
+		asJSON     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "skip SAGA_ID --step STEP --note TEXT",
@@ -56,11 +56,11 @@ saga's state and in the stream, for the audit.`,
 			if err := s.client.Skip(ctx, id, step, note); err != nil {
 				return s.sagaError(id, err)
 			}
-			fmt.Fprintf(a.stdout, "skip of step %s of saga %s sent; follow it with: jetsaga status %s\n", step, id, id)
-			return nil
+			return a.sent(asJSON, id, "skip", step)
 		},
 	}
 	nf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"saga_id": ..., "action": ..., "sent": true} as JSON`)
 	cmd.Flags().StringVar(&step, "step", "", "the step that parked the saga (required)")
 	cmd.Flags().StringVar(&note, "note", "", "what was done by hand (required)")
 	return cmd

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,6 +25,7 @@ func (a *app) startCmd() *cobra.Command {
 		wait        bool
 		waitTimeout time.Duration
 		asJSON      bool
+		progress    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "start -f PLAN.json",
@@ -47,9 +49,6 @@ state; the exit code says how it ended: 0 committed, 3 compensated, 4 parked, 5 
 			if waitTimeout < 0 {
 				return usagef("--wait-timeout must not be negative, got %s", waitTimeout)
 			}
-			if asJSON && !wait {
-				return usagef("--json needs --wait (without it start prints only the saga id)")
-			}
 			data, err := a.readPlan(file)
 			if err != nil {
 				return err
@@ -71,21 +70,28 @@ state; the exit code says how it ended: 0 committed, 3 compensated, 4 parked, 5 
 				return fmt.Errorf("start saga %s: %w", start.SagaID, err)
 			}
 			if !wait {
+				if asJSON {
+					return writeJSON(a.stdout, startedJSON{SagaID: start.SagaID})
+				}
 				fmt.Fprintln(a.stdout, start.SagaID)
 				return nil
 			}
 			if !asJSON {
 				fmt.Fprintln(a.stdout, start.SagaID)
 			}
-			return a.waitSaga(ctx, s, start.SagaID, waitTimeout, asJSON)
+			if !cmd.Flags().Changed("progress") {
+				progress = isTerminal(a.stderr)
+			}
+			return a.waitSaga(ctx, s, start.SagaID, waitTimeout, asJSON, progress)
 		},
 	}
 	fs := cmd.Flags()
 	nf.register(fs)
 	fs.StringVarP(&file, "file", "f", "", "plan JSON file, - for standard input")
 	fs.BoolVar(&wait, "wait", false, "wait until the saga ends or parks; print its final state; exit 3 compensated, 4 parked, 5 rejected")
-	fs.DurationVar(&waitTimeout, "wait-timeout", 0, "with --wait: give up after this long (0: wait until Ctrl-C)")
-	fs.BoolVar(&asJSON, "json", false, "with --wait: print the final state as JSON")
+	fs.DurationVar(&waitTimeout, "wait-timeout", 0, "with --wait: give up after this long (0: wait until Ctrl-C, which exits 130)")
+	fs.BoolVar(&progress, "progress", false, "with --wait: print each step's progress on standard error (default: when it is a terminal)")
+	fs.BoolVar(&asJSON, "json", false, `print {"saga_id": ...} as JSON; with --wait, the final state`)
 	return cmd
 }
 
@@ -117,6 +123,10 @@ func (a *app) readPlan(file string) ([]byte, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("read plan %s: it is empty", planName(file))
 	}
+	if len(data) > events.MaxMessageBytes {
+		return nil, fmt.Errorf("plan %s is larger than %d bytes, the protocol's limit for a start message (keep large documents out of payloads)",
+			planName(file), events.MaxMessageBytes)
+	}
 	return data, nil
 }
 
@@ -124,9 +134,12 @@ func (a *app) readPlan(file string) ([]byte, error) {
 // left out. Decoding is the protocol's strict decoding, so unknown fields
 // are errors and every error names its field.
 func parsePlan(data []byte) (events.Start, error) {
+	if err := checkPlanJSON(data); err != nil {
+		return events.Start{}, err
+	}
 	var doc map[string]json.RawMessage
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return events.Start{}, fmt.Errorf("not a JSON object: %v", err)
+		return events.Start{}, syntaxError(data, err)
 	}
 	if _, ok := doc["v"]; !ok {
 		doc["v"] = json.RawMessage(fmt.Sprint(events.Version))
@@ -151,14 +164,14 @@ func parsePlan(data []byte) (events.Start, error) {
 			}
 			return events.Start{}, fmt.Errorf("%s: %s", fe.Field, fe.Problem)
 		}
-		return events.Start{}, err
+		return events.Start{}, errors.New(strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return start, nil
 }
 
 // waitSaga waits for a saga to end or park, prints its state and turns its
 // status into the exit code.
-func (a *app) waitSaga(ctx context.Context, s *session, id string, timeout time.Duration, asJSON bool) error {
+func (a *app) waitSaga(ctx context.Context, s *session, id string, timeout time.Duration, asJSON, showProgress bool) error {
 	ctx, stop := signalContext(ctx)
 	defer stop()
 	if timeout > 0 {
@@ -166,14 +179,27 @@ func (a *app) waitSaga(ctx context.Context, s *session, id string, timeout time.
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	var p *progress
+	stopProgress := func() {}
+	if showProgress {
+		p = &progress{w: a.stderr, shown: map[string]string{}}
+		pctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); p.follow(pctx, s, id) }()
+		stopProgress = func() { cancel(); <-done }
+	}
 	st, err := s.client.Wait(ctx, id)
+	stopProgress()
+	if p != nil && st != nil {
+		p.show(st) // the last steps, which the poll may not have seen
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			status := "not started yet"
 			if st != nil {
 				status = string(st.Status)
 			}
-			return fmt.Errorf("stopped waiting for saga %s (%s): %v", id, status, context.Cause(ctx))
+			return interrupted(ctx, fmt.Errorf("stopped waiting for saga %s (%s; it goes on: jetsaga watch %s): %v", id, status, id, context.Cause(ctx)))
 		}
 		return s.sagaError(id, err)
 	}

@@ -27,7 +27,6 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"resolve", "s1"}, []string{"--note is required"}},
 		{[]string{"resolve", "s1", "--note", "  "}, []string{"--note is required"}},
 		{[]string{"start"}, []string{"--file (-f) is required"}},
-		{[]string{"start", "-f", "-", "--json"}, []string{"--json needs --wait"}},
 		{[]string{"list", "--prefix", "a.b"}, []string{"--prefix", `'.'`}},
 		{[]string{"list", "--tls-cert", "c.pem"}, []string{"--tls-cert and --tls-key go together"}},
 		{[]string{"list", "--nats-user", "u", "--nats-token", "t"}, []string{"alternatives"}},
@@ -62,11 +61,12 @@ func TestEnvFallbacks(t *testing.T) {
 	t.Parallel()
 	dead := "nats://" + closedPort(t)
 	other := "nats://" + closedPort(t)
-	r := cli(t, map[string]string{"NATS_URL": dead}, "", "list")
+	// Short connect timeouts: refused connections are tried again until then.
+	r := cli(t, map[string]string{"NATS_URL": dead}, "", "list", "--connect-timeout", "300ms")
 	wantOneLineError(t, r, exitError, "cannot connect to NATS at "+dead)
-	r = cli(t, map[string]string{"NATS_URL": other, "JETSAGA_NATS_URL": dead}, "", "list")
+	r = cli(t, map[string]string{"NATS_URL": other, "JETSAGA_NATS_URL": dead}, "", "list", "--connect-timeout", "300ms")
 	wantOneLineError(t, r, exitError, "cannot connect to NATS at "+dead)
-	r = cli(t, map[string]string{"JETSAGA_NATS_URL": other}, "", "list", "--nats-url", dead)
+	r = cli(t, map[string]string{"JETSAGA_NATS_URL": other}, "", "list", "--nats-url", dead, "--connect-timeout", "300ms")
 	wantOneLineError(t, r, exitError, "cannot connect to NATS at "+dead)
 	r = cli(t, map[string]string{"JETSAGA_PREFIX": "a.b"}, "", "list", "--nats-url", dead)
 	wantOneLineError(t, r, exitUsage, "--prefix")

@@ -40,13 +40,28 @@ func buildVersion() (ver, revision string) {
 	return ver, revision
 }
 
+// versionJSON is the output of `version --json`.
+type versionJSON struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision,omitempty"`
+	Protocol int    `json:"protocol"`
+	Go       string `json:"go"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+}
+
 func (a *app) versionCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version of jetsaga and of its protocol",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
 			ver, rev := buildVersion()
+			if asJSON {
+				return writeJSON(a.stdout, versionJSON{Version: ver, Revision: rev, Protocol: events.Version,
+					Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH})
+			}
 			fmt.Fprintf(a.stdout, "jetsaga %s\n", ver)
 			if rev != "" {
 				fmt.Fprintf(a.stdout, "revision %s\n", rev)
@@ -56,4 +71,6 @@ func (a *app) versionCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the versions as a JSON object")
+	return cmd
 }
