@@ -1,7 +1,6 @@
 package dtmgateway_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -313,6 +312,9 @@ func TestBadRequestsNameTheFieldAndStartNothing(t *testing.T) {
 		{"orders out of range", "custom_data.orders", func(g string) string {
 			return e.transfer(g, func(m map[string]any) { m["custom_data"] = `{"concurrent":true,"orders":{"5":[0]}}` })
 		}},
+		{"orders with a cycle", "custom_data.orders", func(g string) string {
+			return e.transfer(g, func(m map[string]any) { m["custom_data"] = `{"concurrent":true,"orders":{"0":[1],"1":[0]}}` })
+		}},
 		{"bad header", "branch_headers", func(g string) string {
 			return e.transfer(g, func(m map[string]any) { m["branch_headers"] = map[string]string{"a b": "1"} })
 		}},
@@ -413,5 +415,4 @@ func TestAllAndOperatorRoutes(t *testing.T) {
 		t.Fatalf("forceStop: %d %v", code, v)
 	}
 	e.status(t, gid, dtmgateway.StatusFailed)
-	_ = bytes.MinRead
 }

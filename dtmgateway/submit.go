@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -317,6 +318,9 @@ func (g *Gateway) buildPlan(r *submitReq, traceparent string) (*built, error) {
 	}
 	start, err := plan.Build()
 	if err != nil {
+		if strings.Contains(err.Error(), ".after") {
+			return nil, bad("custom_data.orders", "%v", err)
+		}
 		return nil, &badRequest{msg: "the saga is not valid: " + err.Error()}
 	}
 	if data, err := start.Encode(); err != nil {

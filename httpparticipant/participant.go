@@ -248,12 +248,17 @@ func (p *Participant) process(runCtx, workCtx context.Context, j *job) verdict {
 	if err != nil {
 		return p.rejectUnreadable(j, "undecodable command: "+err.Error())
 	}
-	if want := ns.Command(p.cfg.Name, cmd.SagaID); j.msg.Subject() != want || cmd.Participant != p.cfg.Name {
+	if want := ns.Command(p.cfg.Name, cmd.SagaID); j.msg.Subject() != want {
 		return p.rejectUnreadable(j, fmt.Sprintf("command for saga %q of participant %q arrived on subject %q, want %q",
 			cmd.SagaID, cmd.Participant, j.msg.Subject(), want))
 	}
 	j.cmd = &cmd
 	j.log = append(j.log, "saga", cmd.SagaID, "step", cmd.Step, "op", cmd.Op, "attempt", cmd.Attempt)
+	if cmd.Participant != p.cfg.Name {
+		p.stats.rejected.Add(1)
+		reason := fmt.Sprintf("command for participant %q delivered to participant %q", cmd.Participant, p.cfg.Name)
+		return verdict{kind: vPoisoned, out: p.outcome(j, events.Rejected, reason), reason: reason}
+	}
 	if j.delivered > uint64(cmd.Retry.MaxAttempts) {
 		return verdict{kind: vTransient, err: fmt.Errorf("delivery %d is past the retry budget of %d attempts", j.delivered, cmd.Retry.MaxAttempts)}
 	}

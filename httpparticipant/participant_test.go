@@ -377,3 +377,52 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Commands that cannot be carried out are answered rejected without a
+// call: an unreadable one anonymously on its subject's saga, a bad payload
+// for its step.
+func TestPoisonCommandsAreRejected(t *testing.T) {
+	e := setup(t, nil)
+	ctx := context.Background()
+	ns := events.Default
+	publish := func(saga string, data []byte) {
+		t.Helper()
+		if _, err := e.js.Publish(ctx, ns.Command(httpparticipant.DefaultName, saga), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outcome := func(saga string) events.Outcome {
+		t.Helper()
+		var o events.Outcome
+		testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			stream, err := e.js.Stream(ctx, ns.SagasStream())
+			if err != nil {
+				return err
+			}
+			m, err := stream.GetLastMsgForSubject(ctx, ns.Event(httpparticipant.DefaultName, saga))
+			if err != nil {
+				return err
+			}
+			o, err = events.DecodeOutcome(m.Data)
+			return err
+		})
+		return o
+	}
+	publish("s1", []byte("{not json"))
+	if o := outcome("s1"); o.Status != events.Rejected || o.Step != "" || !strings.Contains(o.Reason, "undecodable") {
+		t.Fatalf("unreadable command: %+v", o)
+	}
+	cmd := events.Command{V: events.Version, SagaID: "s2", Participant: httpparticipant.DefaultName, Step: "01", Op: events.OpDo,
+		Attempt: 1, Action: httpparticipant.ActionName, Payload: json.RawMessage(`{"action":"gopher://x/y"}`), Retry: events.DefaultRetry}
+	data, err := cmd.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish("s2", data)
+	if o := outcome("s2"); o.Status != events.Rejected || o.Step != "01" || !strings.Contains(o.Reason, "payload.action") {
+		t.Fatalf("bad payload: %+v", o)
+	}
+	if len(e.svc.paths()) != 0 || e.part.Stats().Rejected != 2 {
+		t.Fatalf("calls %v, stats %+v", e.svc.paths(), e.part.Stats())
+	}
+}
