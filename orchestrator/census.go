@@ -157,7 +157,7 @@ func (c *census) apply(m map[string]censusEntry, e jetstream.KeyValueEntry, init
 }
 
 // stateHead reads the status and the name of an encoded State without
-// decoding the rest: EncodeState writes "v", "saga_id", "name" (omitted when
+// decoding the rest: encodeState writes "v", "saga_id", "name" (omitted when
 // empty) and "status" first. A quote inside a JSON string is always escaped,
 // so the first `"status":"` is the key.
 func stateHead(data []byte) (status Status, name string, ok bool) {

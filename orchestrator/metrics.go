@@ -91,8 +91,28 @@ type coordinatorMetrics struct {
 }
 
 func newCoordinatorMetrics(c *Coordinator) (*coordinatorMetrics, error) {
+	m := newMetricSet(c.cfg.MaxLabelValues)
+	m.census = newCensus(c.cfg.JetStream, c.ns, c.log, m.names)
+	for _, coll := range []prometheus.Collector{m.started, m.finished, m.parked, m.duration, m.commands, m.outcomes,
+		m.rejections, m.redeliveries, statsCollector{c}, m.census} {
+		if err := c.cfg.Registerer.Register(coll); err != nil {
+			return nil, fmt.Errorf("orchestrator: Config.Registerer: %w (one coordinator per registry: wrap it with prometheus.WrapRegistererWith for more)", err)
+		}
+	}
+	js, ns := c.cfg.JetStream, c.ns
+	err := telemetry.RegisterConsumers(c.cfg.Registerer, func(ctx context.Context) ([]*jetstream.ConsumerInfo, error) {
+		return readConsumers(ctx, js, ns.SagasStream(), ns.CommandsStream())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("orchestrator: Config.Registerer: %w", err)
+	}
+	return m, nil
+}
+
+// newMetricSet returns the metrics, not registered, without census.
+func newMetricSet(maxLabelValues int) *coordinatorMetrics {
 	ns := telemetry.Namespace
-	m := &coordinatorMetrics{
+	return &coordinatorMetrics{
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sagas_started_total",
 			Help: "Sagas started (valid or not), by saga name."}, []string{"name"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sagas_finished_total",
@@ -110,24 +130,9 @@ func newCoordinatorMetrics(c *Coordinator) (*coordinatorMetrics, error) {
 			Help: "Inputs rejected, by reason class (malformed, subject, unknown_saga, start, outcome, control, other)."}, []string{"reason"}),
 		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "coordinator_redeliveries_total",
 			Help: "Messages of the sagas stream delivered to this instance more than once."}),
-		names: telemetry.NewLimiter(c.cfg.MaxLabelValues),
-		parts: telemetry.NewLimiter(c.cfg.MaxLabelValues),
+		names: telemetry.NewLimiter(maxLabelValues),
+		parts: telemetry.NewLimiter(maxLabelValues),
 	}
-	m.census = newCensus(c.cfg.JetStream, c.ns, c.log, m.names)
-	for _, coll := range []prometheus.Collector{m.started, m.finished, m.parked, m.duration, m.commands, m.outcomes,
-		m.rejections, m.redeliveries, statsCollector{c}, m.census} {
-		if err := c.cfg.Registerer.Register(coll); err != nil {
-			return nil, fmt.Errorf("orchestrator: Config.Registerer: %w (one coordinator per registry: wrap it with prometheus.WrapRegistererWith for more)", err)
-		}
-	}
-	js, ns2 := c.cfg.JetStream, c.ns
-	err := telemetry.RegisterConsumers(c.cfg.Registerer, func(ctx context.Context) ([]*jetstream.ConsumerInfo, error) {
-		return readConsumers(ctx, js, ns2.SagasStream(), ns2.CommandsStream())
-	})
-	if err != nil {
-		return nil, fmt.Errorf("orchestrator: Config.Registerer: %w", err)
-	}
-	return m, nil
 }
 
 // readConsumers reads every consumer of the streams: the coordinators' and

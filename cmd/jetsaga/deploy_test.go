@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/testenv"
@@ -229,6 +230,28 @@ func TestDeployPermissions(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The saga API, served by the coordinator: the operator and the admin
+	// call it and discover it; a bank may not.
+	for _, user := range []string{"operator", "admin"} {
+		nc, _ := connectAs(t, srv, user)
+		msg, err := nc.Request("saga.api.get", []byte(`{"id":"`+id+`"}`), 10*time.Second)
+		if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" || !strings.Contains(string(msg.Data), `"status":"committed"`) {
+			t.Fatalf("%s: saga.api.get %s: %v %v %s", user, id, err, msg.Header, msg.Data)
+		}
+		msg, err = nc.Request("saga.api.get", []byte(`{"id":"nope"}`), 10*time.Second)
+		if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "404" {
+			t.Fatalf("%s: saga.api.get of an unknown id: %v %v", user, err, msg)
+		}
+		msg, err = nc.Request("$SRV.INFO.jetsaga", nil, 10*time.Second)
+		if err != nil || !strings.Contains(string(msg.Data), `"saga.api.redrive"`) {
+			t.Fatalf("%s: $SRV.INFO.jetsaga: %v %v", user, err, msg)
+		}
+	}
+	bankProbe := newPermProbe(t, srv, "bank-a")
+	for _, subj := range []string{"saga.api.get", "saga.api.redrive", "$SRV.INFO.jetsaga"} {
+		t.Run("bank-a request "+subj, func(t *testing.T) { bankProbe.on(t).requestRefused(subj, []byte(`{"id":"x"}`)) })
+	}
 
 	// A bank may not publish another bank's outcomes nor commands; the
 	// operator may not publish commands, outcomes, nor states.

@@ -152,3 +152,14 @@ func (f Families) Series(prefix string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ContainsAny reports whether a series (as Series lists it) has one of
+// values as a label value.
+func ContainsAny(series string, values ...string) bool {
+	for _, v := range values {
+		if strings.Contains(series, fmt.Sprintf("=%q", v)) {
+			return true
+		}
+	}
+	return false
+}
