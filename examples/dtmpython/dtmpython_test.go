@@ -2,6 +2,7 @@ package dtmpython_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,8 +30,9 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // python is Debian's interpreter, where apt installs flask, psycopg2 and
-// requests (a pyenv or venv python3 on PATH would not see them).
-const python = "/usr/bin/python3"
+// requests (a pyenv or venv python3 on PATH would not see them);
+// JETSAGA_PYTHON names another.
+var python = cmp.Or(os.Getenv("JETSAGA_PYTHON"), "/usr/bin/python3")
 
 // needPython skips the test without python3's packages, or fails it under
 // CI, where .ci/run installs them.
