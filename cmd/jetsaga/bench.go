@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -90,19 +94,26 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 				stopScrapes := scrapeEvery(reg, benchScrapeInterval)
 				defer stopScrapes()
 			}
-			r, err := bench.Run(cmd.Context(), o)
+			ctx, stopSignals, stopCh := benchSignals(cmd.Context(), a.stderr)
+			defer stopSignals()
+			o.Stop = stopCh
+			r, err := bench.Run(ctx, o)
 			if perr := finishProfiles(); err == nil {
 				err = perr
 			}
 			if err != nil {
-				return err
+				return interrupted(ctx, err)
 			}
 			if asJSON {
-				if err := writeJSON(a.stdout, r); err != nil {
-					return err
-				}
+				err = writeJSON(a.stdout, r)
 			} else {
-				printBench(a.stdout, r)
+				printBench(a.stdout, r) // its write errors are those of a closed pipe
+			}
+			if err != nil && !errors.Is(err, syscall.EPIPE) { // a closed pipe (| head) has read what it wanted
+				return err
+			}
+			if r.Interrupted {
+				return &exitCodeError{code: exitInterrupted, err: fmt.Errorf("bench interrupted: the report covers the %d sagas completed before", r.Sagas)}
 			}
 			if !r.InvariantsOK {
 				return fmt.Errorf("invariants failed: %d violation(s), first: %s", len(r.InvariantErrors), r.InvariantErrors[0])
@@ -241,4 +252,43 @@ func printBench(w io.Writer, r *bench.Report) {
 	for _, e := range r.InvariantErrors {
 		fmt.Fprintf(w, "  %s\n", e)
 	}
+}
+
+// benchSignals makes SIGINT and SIGTERM end a bench early: the first stops
+// starting sagas (stop is closed; the run finishes those in flight, reports
+// on what completed and removes what it created), the second abandons the
+// run (ctx is cancelled; what it created is still removed). SIGPIPE — the
+// reader of standard output is gone, as "| head" does — counts as the
+// first: the process is not killed by it, so nothing is left behind.
+func benchSignals(parent context.Context, stderr io.Writer) (ctx context.Context, release func(), stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
+	stopCh := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		first := true
+		for {
+			select {
+			case <-done:
+				return
+			case <-parent.Done():
+				cancel()
+				return
+			case sig := <-sigs:
+				if first {
+					first = false
+					close(stopCh)
+					if sig != syscall.SIGPIPE {
+						fmt.Fprintf(stderr, "jetsaga bench: %v: finishing the sagas in flight, then reporting (again to abandon the run)\n", sig)
+					}
+					continue
+				}
+				if sig != syscall.SIGPIPE {
+					cancel()
+				}
+			}
+		}
+	}()
+	return ctx, func() { signal.Stop(sigs); close(done); cancel() }, stopCh
 }

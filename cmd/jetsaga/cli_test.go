@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -403,4 +406,103 @@ func (b *bg) interrupt() int {
 	b.t.Helper()
 	b.cancel()
 	return b.wait()
+}
+
+// TestBenchInterrupted: SIGINT or SIGTERM stops a bench cleanly — the sagas
+// in flight finish, a partial report is printed, exit 130 — and leaves
+// nothing in its temporary directory (JetStream store, PostgreSQL
+// cluster); with its standard output's reader gone (| head) the process is
+// not killed by SIGPIPE and cleans up the same.
+func TestBenchInterrupted(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name       string
+		sig        syscall.Signal
+		closedPipe bool
+	}{{"SIGINT", syscall.SIGINT, false}, {"SIGTERM into a closed pipe", syscall.SIGTERM, true}} {
+		tmp := filepath.Join(t.TempDir(), "tmp")
+		if err := os.MkdirAll(tmp, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		for d := tmp; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+			_ = os.Chmod(d, 0o777) // the throwaway cluster runs as postgres when we are root
+		}
+		cmd := exec.Command(bin, "bench", "--duration", "10m", "--concurrency", "4", "--accounts", "20", "--ceiling-duration", "0")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + tmp}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		outDone := make(chan struct{})
+		go func() {
+			defer close(outDone)
+			if tc.closedPipe {
+				_ = stdout.Close() // as head does once it has read its lines
+				return
+			}
+			_, _ = io.Copy(&out, stdout)
+		}()
+		lines := make(chan string, 1024)
+		var errLog strings.Builder
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+		}()
+		running := regexp.MustCompile(`\s[1-9]\d* sagas\s`)
+		timeout := time.After(2 * time.Minute)
+	load:
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("%s: bench ended before its load:\n%s", tc.name, errLog.String())
+				}
+				errLog.WriteString(l + "\n")
+				if running.MatchString(l) {
+					break load
+				}
+			case <-timeout:
+				_ = cmd.Process.Kill()
+				t.Fatalf("%s: no progress within 2 minutes:\n%s", tc.name, errLog.String())
+			}
+		}
+		if err := cmd.Process.Signal(tc.sig); err != nil {
+			t.Fatal(err)
+		}
+		for l := range lines {
+			errLog.WriteString(l + "\n")
+		}
+		<-outDone
+		err = cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
+		if code != exitInterrupted {
+			t.Fatalf("%s: %v (exit %d), want exit 130\n%s", tc.name, err, code, errLog.String())
+		}
+		if !strings.Contains(errLog.String(), "finishing the sagas in flight") || !strings.Contains(errLog.String(), "bench interrupted: the report covers") {
+			t.Fatalf("%s: stderr:\n%s", tc.name, errLog.String())
+		}
+		if !tc.closedPipe && (!strings.Contains(out.String(), "completed") || !strings.Contains(out.String(), "invariants")) {
+			t.Fatalf("%s: no partial report:\n%s", tc.name, out.String())
+		}
+		left, _ := os.ReadDir(tmp)
+		if len(left) != 0 {
+			var names []string
+			for _, e := range left {
+				names = append(names, e.Name())
+			}
+			t.Fatalf("%s: left behind in TMPDIR: %v", tc.name, names)
+		}
+	}
 }

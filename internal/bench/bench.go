@@ -87,6 +87,11 @@ type Options struct {
 	// back the hop breakdown and checks the invariants (to end profiles
 	// there).
 	LoadDone func()
+	// Stop, when closed, ends the run early: no new saga is started, those
+	// in flight finish, and the run reports on the sagas it completed
+	// (Report.Interrupted), invariants checked. Cancelling the context
+	// instead abandons the run. Default nil: never.
+	Stop <-chan struct{}
 	// Progress receives a progress line per second; nil for none.
 	Progress io.Writer
 	// Logger receives the components' logs. Default: discarded.
@@ -204,6 +209,20 @@ type Report struct {
 
 	InvariantsOK    bool     `json:"invariants_ok"`
 	InvariantErrors []string `json:"invariant_errors,omitempty"`
+
+	// Interrupted: Options.Stop ended the run early; the figures cover the
+	// sagas completed until then.
+	Interrupted bool `json:"interrupted,omitempty"`
+}
+
+// stopped reports whether stop is closed.
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // Settings are the options a run used.
@@ -292,7 +311,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := e.setup(ctx); err != nil {
 		return nil, err
 	}
-	if o.CeilingDuration > 0 {
+	if o.CeilingDuration > 0 && !stopped(o.Stop) {
 		e.progress("measuring ceilings (%s each)…", o.CeilingDuration)
 		var err error
 		if r.PGCeilingTPS, err = e.pgCeiling(ctx); err != nil {
@@ -739,6 +758,9 @@ func (e *env) load(ctx context.Context) error {
 		deadline = time.Now().Add(o.Duration)
 	}
 	next := func() bool {
+		if stopped(o.Stop) {
+			return false
+		}
 		if !deadline.IsZero() {
 			return time.Now().Before(deadline)
 		}
@@ -763,6 +785,7 @@ func (e *env) load(ctx context.Context) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	r.Interrupted = stopped(o.Stop)
 	stopProgress()
 	if o.LoadDone != nil {
 		o.LoadDone()
