@@ -70,5 +70,40 @@
 //
 // A saga that cannot make progress on its own is Parked with a reason;
 // [Client.Redrive], [Client.Skip] and [Client.Resolve] are the operator's
-// tools, and `jetsaga list --status parked` finds them.
+// tools, and `jetsaga list --status parked` finds them. The coordinator
+// logs a saga that parks once, at WARN, with its reason, step and
+// participant.
+//
+// # Metrics and traces
+//
+// Nothing is measured and no span is recorded unless asked for, and nothing
+// is global. Config.Registerer takes a prometheus.Registerer (one
+// coordinator per registry) and receives: jetsaga_sagas_started_total{name},
+// jetsaga_sagas_finished_total{name,status},
+// jetsaga_sagas_parked_total{name},
+// jetsaga_saga_duration_seconds{name,status} (from stream timestamps),
+// jetsaga_sagas{name,status} and jetsaga_saga_oldest_age_seconds{status} for
+// the running, compensating and parked sagas,
+// jetsaga_coordinator_commands_published_total{participant,op},
+// jetsaga_coordinator_outcomes_total{participant,status},
+// jetsaga_coordinator_rejections_total{reason},
+// jetsaga_coordinator_redeliveries_total, the Stats counters
+// (jetsaga_coordinator_messages_*_total, _cas_conflicts_total,
+// _timers_scheduled_total, _errors_total, _unconsumed_commands_total) and
+// every durable consumer's pending and ack-pending counts, read from
+// JetStream when scraped. Labels are bounded: saga names and participants
+// past Config.MaxLabelValues become "other", and no label carries a saga id.
+//
+// The gauges come from a census that watches the state bucket, so every
+// instance reports every saga (aggregate instances with max, not sum): it
+// reads the bucket once when it starts, then the status and name at the
+// head of each state written, and keeps only unfinished sagas in memory.
+//
+// Config.TracerProvider records, in the trace of the saga's start, a span
+// per transition (a child of the input's trace context: the client's span
+// of Start, or the participant step that sent an outcome) and a span per
+// command published (whose context the command carries to the
+// participant). [WithTracerProvider] gives the client a span for Start, the
+// root of the saga's trace. Without a provider no span, context or header
+// is made: the start's W3C trace context is passed on as before.
 package orchestrator

@@ -210,6 +210,34 @@
 // flight and commands already fetched commit and ack (cancelling handlers
 // after ShutdownTimeout), stops the relay (if any) and returns.
 //
+// # Metrics and traces
+//
+// Config.Metrics (from [NewMetrics]: one per prometheus.Registerer, shared by
+// every participant of the process) reports, per participant:
+// jetsaga_participant_step_duration_seconds{participant,action,op,outcome}
+// (from a command's receipt to its ack; outcome is the outcome's status, or
+// "error" for a transient failure, "lost" for a command terminated without
+// an outcome), jetsaga_participant_outcomes_total{participant,status},
+// jetsaga_participant_barrier_decisions_total{participant,decision}
+// (duplicate, null_compensation, hanging),
+// jetsaga_participant_rejections_total{participant,reason} (undecodable,
+// wrong_subject, wrong_participant, unknown_action, wrong_op, bad_payload),
+// jetsaga_participant_redeliveries_total{participant}, its consumer's pending
+// and ack-pending counts read from JetStream when scraped, and, with
+// RelayEvents, the outbox's backlog (jetsaga_outbox_backlog_rows,
+// jetsaga_outbox_oldest_row_age_seconds). An action that has no handler is
+// labelled "unknown": labels never carry a plan's free text nor a saga id.
+// The exported methods of [Metrics] let another runtime (an HTTP
+// participant) report the same series.
+//
+// Config.TracerProvider records a span per command handled ("saga step
+// <action>"), a child of the coordinator's span that published it (the
+// command's traceparent header), with the saga, step, op, attempt, outcome
+// and the barrier's decision (ran, duplicate, null_compensation, hanging)
+// as attributes; the outcome carries the span's context, so the
+// coordinator's transition is its child. Without a provider no span is
+// made and the outcome carries the command's trace context unchanged.
+//
 // # Barrier retention
 //
 // A background loop deletes barrier rows older than BarrierRetention

@@ -45,9 +45,11 @@
 //
 // The services (coordinator, bank, dev) stop on SIGINT or SIGTERM: they
 // stop taking work, finish what they hold, drain their NATS connection and
-// exit 0. The coordinator's /metrics endpoint writes the Prometheus text
-// format by hand: eight counters do not justify client_golang's dependency
-// tree.
+// exit 0. With --metrics-addr they serve Prometheus metrics on /metrics
+// (client_golang, a registry of their own with the Go and process
+// collectors); traces are exported when the OTEL_* environment asks for them
+// (tracing.go); the coordinator and dev serve the saga API as a NATS micro
+// service (package service; --service, on by default).
 //
 // The entry point for tests is run(args, stdout, stderr), which returns the
 // exit code, so the CLI is tested in-process; the services are also tested as
