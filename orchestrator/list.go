@@ -139,7 +139,15 @@ const (
 // the same watch. A finished saga's state expires from the bucket without a
 // trace in the watch (no delete markers): the index drops finished sagas
 // once their state's TTL ([FinishedStateTTL] of the sagas stream's max
-// age) has passed. It holds about 300 bytes per saga.
+// age) has passed.
+//
+// Measured (BenchmarkIndex200k, 2-core VM, states of a finished two-step
+// transfer written directly into the bucket): 200,000 sagas are read in
+// 10 s, once; then a page takes 6-11 ms whatever the filter (it counts
+// the matches), a page within a start-time range less, and the overview
+// 28 ms. The heap holds about 900 bytes per saga (878 measured at 20,000).
+// For comparison, [Client.List] gets every key: 4.0 s per call at 20,000
+// sagas, whatever its limit.
 type Index struct {
 	ttl time.Duration // a finished state's TTL; 0: never expires
 	now func() time.Time
