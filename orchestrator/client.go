@@ -167,11 +167,7 @@ func (c *Client) start(ctx context.Context, start events.Start, trace Trace, fre
 // sameAsStored compares a start message with the one stored for its saga:
 // nil if equal, ErrPlanConflict if not, ErrNotFound if there is none.
 func (c *Client) sameAsStored(ctx context.Context, id string, data []byte) error {
-	stream, err := c.sagasStream(ctx)
-	if err != nil {
-		return err
-	}
-	raw, err := firstStart(ctx, stream, c.ns, id)
+	raw, err := firstStart(ctx, c.js, c.ns, id)
 	if err != nil {
 		return err
 	}
@@ -202,11 +198,7 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 		// A saga whose start no coordinator has applied yet (none is
 		// running, say) has no state in the bucket: its state is what its
 		// first start makes of it, which is what a coordinator will write.
-		sagas, err := c.sagasStream(ctx)
-		if err != nil {
-			return nil, err
-		}
-		raw, err := firstStart(ctx, sagas, c.ns, id)
+		raw, err := firstStart(ctx, c.js, c.ns, id)
 		if err != nil {
 			return nil, err
 		}
@@ -509,16 +501,8 @@ func (c *Client) Timeline(ctx context.Context, id string) ([]TimelineEntry, erro
 	if err := events.ValidToken(id); err != nil {
 		return nil, fmt.Errorf("saga id %q %v", id, err)
 	}
-	sagas, err := c.sagasStream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cmds, err := c.js.Stream(ctx, c.ns.CommandsStream())
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", c.ns.CommandsStream(), err)
-	}
 	var participants []string
-	if raw, err := firstStart(ctx, sagas, c.ns, id); err == nil {
+	if raw, err := firstStart(ctx, c.js, c.ns, id); err == nil {
 		if start, err := events.DecodeStart(raw.Data); err == nil {
 			participants = (&State{Plan: &start}).participants()
 		}
@@ -526,25 +510,27 @@ func (c *Client) Timeline(ctx context.Context, id string) ([]TimelineEntry, erro
 		return nil, err
 	}
 	type source struct {
-		stream  jetstream.Stream
+		stream  string
 		subject string
 	}
+	sagas, cmds := c.ns.SagasStream(), c.ns.CommandsStream()
 	sources := []source{{sagas, c.ns.Start(id)}, {sagas, c.ns.Tick(id)}, {sagas, c.ns.Control(id)}}
 	for _, p := range participants {
 		sources = append(sources, source{sagas, c.ns.Event(p, id)}, source{cmds, c.ns.Command(p, id)})
 	}
+	readers := map[string]*msgReader{sagas: newMsgReader(c.js, sagas, 1), cmds: newMsgReader(c.js, cmds, 1)}
 	var out []TimelineEntry
 	for _, src := range sources {
 		for seq := uint64(1); ; {
-			m, err := src.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(src.subject))
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
+			m, err := readers[src.stream].next(ctx, src.subject, seq)
+			if err != nil {
+				return nil, err
+			}
+			if m == nil {
 				break
 			}
-			if err != nil {
-				return nil, fmt.Errorf("read %s: %w", src.subject, err)
-			}
 			sub, _ := c.ns.Parse(m.Subject)
-			out = append(out, TimelineEntry{Stream: src.stream.CachedInfo().Config.Name, Seq: m.Sequence, Time: m.Time,
+			out = append(out, TimelineEntry{Stream: src.stream, Seq: m.Sequence, Time: m.Time,
 				Subject: m.Subject, Kind: sub.Kind, Summary: summarize(sub.Kind, m.Data), Data: jsonOrNil(m.Data)})
 			seq = m.Sequence + 1
 		}
@@ -664,13 +650,13 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, filters []
 // firstStart reads the first start message published for saga id: the one
 // the coordinator runs (a later one, with another plan, is rejected). It
 // returns ErrNotFound when there is none.
-func firstStart(ctx context.Context, sagas jetstream.Stream, ns events.Namespace, id string) (*jetstream.RawStreamMsg, error) {
-	raw, err := sagas.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(ns.Start(id)))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
+func firstStart(ctx context.Context, js jetstream.JetStream, ns events.Namespace, id string) (*jetstream.RawStreamMsg, error) {
+	raw, err := newMsgReader(js, ns.SagasStream(), 1).next(ctx, ns.Start(id), 1)
 	if err != nil {
 		return nil, fmt.Errorf("read start of saga %s: %w", id, err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	return raw, nil
 }

@@ -269,3 +269,43 @@ func TestStartTxReusedPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadsTrustOnlyTheServersHeaders: a message that carries the headers a
+// direct get adds (copied from an earlier read, or forged) does not fool the
+// reads that order a saga's inputs, Get or Timeline: the server appends its
+// own values after the message's.
+func TestReadsTrustOnlyTheServersHeaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	ctx := context.Background()
+	start := mustBuild(t, transferPlan("forged"))
+	data, err := start.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(events.Default.Start("forged"))
+	m.Data = data
+	m.Header.Set(events.HeaderMsgID, "forged/start")
+	m.Header.Set("Nats-Sequence", "999")
+	m.Header.Set("Nats-Subject", events.Default.Start("other"))
+	m.Header.Set("Nats-Time-Stamp", "2001-01-01T00:00:00Z")
+	ack, err := b.js.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := b.wait("forged", orchestrator.Committed)
+	if st.StartedMS < time.Now().Add(-time.Hour).UnixMilli() {
+		t.Fatalf("started at %d: the forged time stamp was believed", st.StartedMS)
+	}
+	tl, err := b.client.Timeline(ctx, "forged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tl) != 5 || tl[0].Seq != ack.Sequence || tl[0].Subject != events.Default.Start("forged") || tl[0].Time.Year() < 2020 {
+		t.Fatalf("timeline %+v, want the start at seq %d first and 5 entries", tl, ack.Sequence)
+	}
+	assertLiveEqualsReplay(t, b.js)
+}

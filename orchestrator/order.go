@@ -33,19 +33,18 @@ import (
 // effect. Whatever order the inputs are delivered in, every state written is
 // the fold of the stream up to its Seq, which is exactly what replay computes.
 
-// inputReader reads a saga's inputs from the sagas stream by sequence.
-type inputReader struct {
+// msgReader reads a stream's messages by subject and sequence.
+type msgReader struct {
 	nc *nats.Conn
-	ns events.Namespace
 	// subject of the request and whether it is a direct get. On a
 	// replicated stream every replica answers direct gets, and a follower may
-	// lag behind the leader that delivered the input: there the reader asks
+	// lag behind the leader that delivered an input: there the reader asks
 	// the leader (STREAM.MSG.GET), which has stored everything it delivered.
 	subject string
 	direct  bool
 }
 
-func newInputReader(js jetstream.JetStream, ns events.Namespace, replicas int) *inputReader {
+func newMsgReader(js jetstream.JetStream, stream string, replicas int) *msgReader {
 	prefix := jetstream.DefaultAPIPrefix
 	if o := js.Options(); o.Domain != "" {
 		prefix = "$JS." + o.Domain + ".API."
@@ -55,13 +54,23 @@ func newInputReader(js jetstream.JetStream, ns events.Namespace, replicas int) *
 			prefix += "."
 		}
 	}
-	r := &inputReader{nc: js.Conn(), ns: ns, direct: replicas <= 1}
+	r := &msgReader{nc: js.Conn(), direct: replicas <= 1}
 	if r.direct {
-		r.subject = prefix + "DIRECT.GET." + ns.SagasStream()
+		r.subject = prefix + "DIRECT.GET." + stream
 	} else {
-		r.subject = prefix + "STREAM.MSG.GET." + ns.SagasStream()
+		r.subject = prefix + "STREAM.MSG.GET." + stream
 	}
 	return r
+}
+
+// inputReader reads a saga's inputs from the sagas stream by sequence.
+type inputReader struct {
+	msgs *msgReader
+	ns   events.Namespace
+}
+
+func newInputReader(js jetstream.JetStream, ns events.Namespace, replicas int) *inputReader {
+	return &inputReader{msgs: newMsgReader(js, ns.SagasStream(), replicas), ns: ns}
 }
 
 // first returns the first input with a sequence in [from, below) that
@@ -126,9 +135,19 @@ func (r *inputReader) first(ctx context.Context, id string, st *State, from, bel
 // hold the saga's worker for the whole operation.
 const readTimeout = 2 * time.Second
 
-// next returns the first message on subject with a sequence in [from,
+// next returns the first input on subject with a sequence in [from,
 // below), or nil.
 func (r *inputReader) next(ctx context.Context, subject string, from, below uint64) (*jetstream.RawStreamMsg, error) {
+	m, err := r.msgs.next(ctx, subject, from)
+	if err != nil || m == nil || m.Sequence >= below {
+		return nil, err
+	}
+	return m, nil
+}
+
+// next returns the first message on subject at or after sequence from, or
+// nil if there is none.
+func (r *msgReader) next(ctx context.Context, subject string, from uint64) (*jetstream.RawStreamMsg, error) {
 	req, err := json.Marshal(struct {
 		Seq     uint64 `json:"seq"`
 		NextFor string `json:"next_by_subj"`
@@ -148,10 +167,24 @@ func (r *inputReader) next(ctx context.Context, subject string, from, below uint
 	} else {
 		m, err = decodeMsgGet(resp)
 	}
-	if err != nil || m == nil || m.Sequence >= below {
-		return nil, err
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %d: %w", subject, from, err)
+	}
+	if m != nil && (m.Sequence < from || m.Subject != subject) {
+		return nil, fmt.Errorf("read %s from %d: the server answered with message %d on %s", subject, from, m.Sequence, m.Subject)
 	}
 	return m, nil
+}
+
+// serverHeader is the value the server set for a header of a direct get's
+// answer: it appends its own after the message's, and a publisher may have
+// set the same names (a copied message, or a forged one).
+func serverHeader(h nats.Header, name string) string {
+	v := h.Values(name)
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
 }
 
 func decodeDirectGet(resp *nats.Msg) (*jetstream.RawStreamMsg, error) {
@@ -163,15 +196,15 @@ func decodeDirectGet(resp *nats.Msg) (*jetstream.RawStreamMsg, error) {
 			return nil, fmt.Errorf("direct get: %s %s", status, resp.Header.Get("Description"))
 		}
 	}
-	seq, err := strconv.ParseUint(resp.Header.Get(jetstream.SequenceHeader), 10, 64)
+	seq, err := strconv.ParseUint(serverHeader(resp.Header, jetstream.SequenceHeader), 10, 64)
 	if err != nil {
 		return nil, fmt.Errorf("direct get: sequence header: %w", err)
 	}
-	ts, err := time.Parse(time.RFC3339Nano, resp.Header.Get(jetstream.TimeStampHeaer))
+	ts, err := time.Parse(time.RFC3339Nano, serverHeader(resp.Header, jetstream.TimeStampHeaer))
 	if err != nil {
 		return nil, fmt.Errorf("direct get: time stamp header: %w", err)
 	}
-	return &jetstream.RawStreamMsg{Subject: resp.Header.Get(jetstream.SubjectHeader), Sequence: seq,
+	return &jetstream.RawStreamMsg{Subject: serverHeader(resp.Header, jetstream.SubjectHeader), Sequence: seq,
 		Header: resp.Header, Data: resp.Data, Time: ts}, nil
 }
 

@@ -287,7 +287,9 @@ func (d *demo) duplicate() error {
 	m := nats.NewMsg(orig.Subject)
 	m.Data = orig.Data
 	for k, v := range orig.Header {
-		m.Header[k] = v
+		if !strings.HasPrefix(k, "Nats-") || k == "Nats-Msg-Id" {
+			m.Header[k] = v // not the headers the direct get added (stream, subject, sequence, time)
+		}
 	}
 	m.Header.Set("Nats-Msg-Id", orig.Header.Get("Nats-Msg-Id")+"/again")
 	skippedBefore := d.logs.count(carol.bank, "duplicate")
