@@ -7,13 +7,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -335,27 +333,9 @@ func (p *Participant) rejectUnreadable(j *job, reason string) verdict {
 }
 
 func (p *Participant) send(ctx context.Context, j *job, o *events.Outcome) error {
-	data, err := o.Encode()
+	m, err := p.cfg.Namespace.OutcomeMsg(o, j.seq, events.TraceOf(j.msg.Headers()))
 	if err != nil {
 		return fmt.Errorf("encode outcome: %w", err)
-	}
-	m := nats.NewMsg(p.cfg.Namespace.Event(p.cfg.Name, o.SagaID))
-	m.Data = data
-	h := m.Header
-	h.Set(events.HeaderMsgID, events.OutcomeMsgID(o, j.seq))
-	h.Set(events.HeaderSagaID, o.SagaID)
-	h.Set(events.HeaderParticipant, o.Participant)
-	if o.Step != "" {
-		h.Set(events.HeaderStep, o.Step)
-		h.Set(events.HeaderOp, string(o.Op))
-		h.Set(events.HeaderAttempt, strconv.Itoa(o.Attempt))
-	}
-	if in := j.msg.Headers(); in != nil {
-		for _, k := range []string{events.HeaderTraceParent, events.HeaderTraceState} {
-			if v := in.Get(k); v != "" {
-				h.Set(k, v)
-			}
-		}
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 	defer cancel()

@@ -144,15 +144,9 @@ func (c *Client) start(ctx context.Context, start events.Start, trace Trace, fre
 			return err
 		}
 	}
-	m := nats.NewMsg(c.ns.Start(start.SagaID))
-	m.Data = data
-	m.Header.Set(events.HeaderMsgID, events.StartMsgID(start.SagaID))
-	m.Header.Set(events.HeaderSagaID, start.SagaID)
-	if trace.Parent != "" {
-		m.Header.Set(events.HeaderTraceParent, trace.Parent)
-		if trace.State != "" {
-			m.Header.Set(events.HeaderTraceState, trace.State)
-		}
+	m, err := c.ns.StartMsg(start, trace)
+	if err != nil {
+		return err
 	}
 	ack, err := c.js.PublishMsg(ctx, m)
 	if err != nil {
@@ -468,14 +462,10 @@ func (c *Client) control(ctx context.Context, ctl events.Control) error {
 	}
 	ctl.V = events.Version
 	ctl.ID = uuid.NewString()
-	data, err := ctl.Encode()
+	m, err := c.ns.ControlMsg(ctl)
 	if err != nil {
 		return err
 	}
-	m := nats.NewMsg(c.ns.Control(ctl.SagaID))
-	m.Data = data
-	m.Header.Set(events.HeaderMsgID, events.ControlMsgID(ctl.SagaID, ctl.ID))
-	m.Header.Set(events.HeaderSagaID, ctl.SagaID)
 	_, err = c.js.PublishMsg(ctx, m)
 	return err
 }

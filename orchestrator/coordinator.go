@@ -560,18 +560,10 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, tr
 	futures := make([]jetstream.PubAckFuture, 0, len(p.Commands)+1)
 	for i := range p.Commands {
 		cmd := &p.Commands[i]
-		data, err := cmd.Encode()
+		m, err := c.ns.CommandMsg(cmd, trace)
 		if err != nil {
 			return fmt.Errorf("encode command: %w", err)
 		}
-		m := nats.NewMsg(c.ns.Command(cmd.Participant, cmd.SagaID))
-		m.Data = data
-		m.Header.Set(events.HeaderMsgID, events.CommandMsgID(cmd.SagaID, cmd.Step, cmd.Op, cmd.Attempt))
-		m.Header.Set(events.HeaderSagaID, cmd.SagaID)
-		m.Header.Set(events.HeaderStep, cmd.Step)
-		m.Header.Set(events.HeaderOp, string(cmd.Op))
-		m.Header.Set(events.HeaderAttempt, fmt.Sprint(cmd.Attempt))
-		m.Header.Set(events.HeaderParticipant, cmd.Participant)
 		if end := c.obs.command(ctx, m.Header, cmd, trace); end != nil {
 			ends = append(ends, end)
 		}
@@ -582,18 +574,10 @@ func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, tr
 		futures = append(futures, f)
 	}
 	if p.ScheduleMS != 0 {
-		tick := events.Tick{V: events.Version, SagaID: sagaID, DueMS: p.ScheduleMS}
-		data, err := tick.Encode()
+		m, err := c.ns.ScheduleMsg(sagaID, p.ScheduleMS)
 		if err != nil {
 			return err
 		}
-		m := nats.NewMsg(c.ns.Schedule(sagaID))
-		m.Data = data
-		// Schedules have a one-second resolution: round up, never fire early.
-		at := time.UnixMilli(p.ScheduleMS + 999).UTC().Truncate(time.Second)
-		m.Header.Set(jetstream.ScheduleHeader, "@at "+at.Format(time.RFC3339))
-		m.Header.Set(jetstream.ScheduleTargetHeader, c.ns.Tick(sagaID))
-		m.Header.Set(events.HeaderSagaID, sagaID)
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return fmt.Errorf("schedule timer: %w", err)

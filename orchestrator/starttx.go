@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/outbox"
@@ -28,22 +27,13 @@ func StartTx(ctx context.Context, tx pgx.Tx, ob *outbox.Outbox, ns events.Namesp
 	if ns == (events.Namespace{}) {
 		ns = events.Default
 	}
-	data, err := start.Encode()
+	m, err := ns.StartMsg(start, plan.trace)
 	if err != nil {
 		return "", err
 	}
-	msg := outbox.Message{
-		ID:      events.StartMsgID(start.SagaID),
-		Subject: ns.Start(start.SagaID),
-		Header:  nats.Header{events.HeaderSagaID: []string{start.SagaID}},
-		Data:    data,
-	}
-	if plan.trace.Parent != "" {
-		msg.Header.Set(events.HeaderTraceParent, plan.trace.Parent)
-		if plan.trace.State != "" {
-			msg.Header.Set(events.HeaderTraceState, plan.trace.State)
-		}
-	}
+	id := m.Header.Get(events.HeaderMsgID)
+	m.Header.Del(events.HeaderMsgID) // the outbox sets it from ID
+	msg := outbox.Message{ID: id, Subject: m.Subject, Header: m.Header, Data: m.Data}
 	if ob == nil {
 		err = outbox.Write(ctx, tx, msg)
 	} else {

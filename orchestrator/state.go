@@ -130,10 +130,7 @@ type StepState struct {
 }
 
 // Trace is a W3C trace context (the traceparent and tracestate headers).
-type Trace struct {
-	Parent string `json:"parent,omitempty"`
-	State  string `json:"state,omitempty"`
-}
+type Trace = events.Trace
 
 // MaxStoredResultBytes bounds the result of a step kept in the state: a
 // larger one is replaced by {"omitted_bytes": n}, so that a state always fits

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"time"
 
@@ -488,29 +487,7 @@ func (p *Participant) rejectUnreadable(ctx context.Context, j *job, reason strin
 
 // outcomeMsg is the message carrying o: its subject, id and headers.
 func (p *Participant) outcomeMsg(j *job, o *events.Outcome) (*nats.Msg, error) {
-	data, err := o.Encode()
-	if err != nil {
-		return nil, err
-	}
-	m := nats.NewMsg(p.cfg.Namespace.Event(p.cfg.Name, o.SagaID))
-	m.Data = data
-	h := m.Header
-	h.Set(events.HeaderMsgID, events.OutcomeMsgID(o, j.seq))
-	h.Set(events.HeaderSagaID, o.SagaID)
-	h.Set(events.HeaderParticipant, o.Participant)
-	if o.Step != "" {
-		h.Set(events.HeaderStep, o.Step)
-		h.Set(events.HeaderOp, string(o.Op))
-		h.Set(events.HeaderAttempt, strconv.Itoa(o.Attempt))
-	}
-	if in := j.header; in != nil {
-		for _, k := range []string{events.HeaderTraceParent, events.HeaderTraceState} {
-			if v := in.Get(k); v != "" {
-				h.Set(k, v)
-			}
-		}
-	}
-	return m, nil
+	return p.cfg.Namespace.OutcomeMsg(o, j.seq, events.TraceOf(j.header))
 }
 
 // send publishes o and waits for JetStream to store it. Its message id is

@@ -54,18 +54,10 @@ func Send(ctx context.Context, js jetstream.JetStream, ns events.Namespace, cmd 
 	if cmd.Attempt == 0 {
 		cmd.Attempt = 1
 	}
-	data, err := cmd.Encode()
+	m, err := ns.CommandMsg(&cmd, events.Trace{})
 	if err != nil {
 		return nil, fmt.Errorf("participanttest: %w", err)
 	}
-	m := nats.NewMsg(ns.Command(cmd.Participant, cmd.SagaID))
-	m.Data = data
-	m.Header.Set(events.HeaderMsgID, events.CommandMsgID(cmd.SagaID, cmd.Step, cmd.Op, cmd.Attempt))
-	m.Header.Set(events.HeaderSagaID, cmd.SagaID)
-	m.Header.Set(events.HeaderStep, cmd.Step)
-	m.Header.Set(events.HeaderOp, string(cmd.Op))
-	m.Header.Set(events.HeaderAttempt, fmt.Sprint(cmd.Attempt))
-	m.Header.Set(events.HeaderParticipant, cmd.Participant)
 	for _, o := range opts {
 		o(m)
 	}
