@@ -10,19 +10,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/orchestrator"
 )
 
 // pollInterval is how often WaitOutcome looks at the stream.
 const pollInterval = 10 * time.Millisecond
 
-// CreateStreams creates or updates the sagas and commands streams of ns with
-// the protocol's configurations. In production the orchestrator's
-// deployment creates them; participants never do.
+// CreateStreams creates the sagas and commands streams of ns (and the state
+// bucket), or updates them only where they differ, exactly as a coordinator
+// does at start (orchestrator.EnsureStreams). In production the
+// orchestrator's deployment creates them; participants never do.
 func CreateStreams(ctx context.Context, js jetstream.JetStream, ns events.Namespace, opts events.StreamOptions) error {
-	for _, cfg := range []jetstream.StreamConfig{ns.SagasStreamConfig(opts), ns.CommandsStreamConfig(opts)} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("participanttest: create stream %s: %w", cfg.Name, err)
-		}
+	if err := orchestrator.EnsureStreams(ctx, js, ns, opts); err != nil {
+		return fmt.Errorf("participanttest: %w", err)
 	}
 	return nil
 }
