@@ -59,9 +59,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.JetStream == nil {
 		return cfg, &configError{"JetStream", "is nil"}
 	}
-	if cfg.Namespace.Prefix() == "" {
-		cfg.Namespace = events.Default
-	}
+	cfg.Namespace = cfg.Namespace.OrDefault()
 	if cfg.Participant == "" {
 		cfg.Participant = httpparticipant.DefaultName
 	}

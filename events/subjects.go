@@ -96,6 +96,15 @@ func NewNamespace(prefix string) (Namespace, error) {
 	return Namespace{prefix: prefix}, nil
 }
 
+// OrDefault returns n, or Default for the zero Namespace: the one place
+// where "no namespace" means the default one.
+func (n Namespace) OrDefault() Namespace {
+	if n == (Namespace{}) {
+		return Default
+	}
+	return n
+}
+
 // Prefix returns the first token of the namespace's subjects.
 func (n Namespace) Prefix() string { return n.prefix }
 

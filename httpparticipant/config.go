@@ -102,9 +102,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Allow.Empty() {
 		return cfg, errConfig("Allow", "is empty: list the hosts or URL prefixes that steps may call")
 	}
-	if cfg.Namespace.Prefix() == "" {
-		cfg.Namespace = events.Default
-	}
+	cfg.Namespace = cfg.Namespace.OrDefault()
 	switch {
 	case cfg.Concurrency < 0:
 		return cfg, errConfig("Concurrency", "is negative (%d)", cfg.Concurrency)

@@ -19,6 +19,8 @@ import (
 
 // Errors returned by the client.
 var (
+	// ErrClientClosed: the client was closed.
+	ErrClientClosed = errors.New("orchestrator: client closed")
 	// ErrNotFound: no saga has this id (or its start has not been processed yet).
 	ErrNotFound = errors.New("saga not found")
 	// ErrPlanConflict: the saga id was already started with a different plan.
@@ -48,9 +50,7 @@ type Client struct {
 // NewClient returns a client for namespace ns (the zero Namespace means
 // events.Default). Close releases its watch.
 func NewClient(js jetstream.JetStream, ns events.Namespace, opts ...ClientOption) *Client {
-	if ns == (events.Namespace{}) {
-		ns = events.Default
-	}
+	ns = ns.OrDefault()
 	c := &Client{js: js, ns: ns, waiters: map[string]map[chan []byte]struct{}{}, done: make(chan struct{})}
 	for _, o := range opts {
 		o(c)
@@ -249,7 +249,7 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 		case <-ctx.Done():
 			return st, ctx.Err()
 		case <-c.done:
-			return st, errors.New("orchestrator: client closed")
+			return st, ErrClientClosed
 		}
 	}
 }
@@ -262,7 +262,7 @@ func (c *Client) subscribe(id string) (chan []byte, error) {
 	defer c.mu.Unlock()
 	select {
 	case <-c.done:
-		return nil, errors.New("orchestrator: client closed")
+		return nil, ErrClientClosed
 	default:
 	}
 	if !c.watching {

@@ -31,7 +31,8 @@ type Config struct {
 	// (the streams must exist). Default false: Run creates or updates them.
 	SkipEnsureStreams bool
 	// Workers is the number of sagas an instance works on at once. Messages
-	// of one saga are handled in order by one worker. Default 64.
+	// of one saga are handled in order by one worker. Default
+	// DefaultWorkers.
 	Workers int
 	// AckWait is how long a message may stay unacknowledged before
 	// JetStream redelivers it: the time a crashed instance's messages stay
@@ -45,9 +46,10 @@ type Config struct {
 	// DefaultStepTimeout; negative: no default timeout.
 	StepTimeout time.Duration
 	// MaxAckPending bounds the messages in flight per consumer (shared by all
-	// instances). Default 8192.
+	// instances). Default DefaultMaxAckPending.
 	MaxAckPending int
-	// CacheSize bounds the states kept in memory per instance. Default 16384.
+	// CacheSize bounds the states kept in memory per instance. Default
+	// DefaultCacheSize.
 	CacheSize int
 	// Logger receives rejections and errors. Default slog.Default().
 	Logger *slog.Logger
@@ -60,25 +62,43 @@ type Config struct {
 	// spans, and no cost.
 	TracerProvider trace.TracerProvider
 	// MaxLabelValues bounds the distinct saga names and participants that
-	// metric labels show; later ones are reported as "other". Default 256.
+	// metric labels show; later ones are reported as "other". Default
+	// DefaultMaxLabelValues.
 	MaxLabelValues int
 }
 
+// ErrInvalidConfig matches every error NewCoordinator returns for a bad
+// Config field; the error names the field.
+var ErrInvalidConfig = errors.New("orchestrator: invalid configuration")
+
+type configError struct{ field, problem string }
+
+func (e *configError) Error() string {
+	return fmt.Sprintf("orchestrator: Config.%s %s", e.field, e.problem)
+}
+
+func (e *configError) Is(target error) bool { return target == ErrInvalidConfig }
+
 func (c *Config) validate() error {
 	if c.JetStream == nil {
-		return errors.New("orchestrator: Config.JetStream is required")
+		return &configError{"JetStream", "is required"}
 	}
-	if c.Namespace == (events.Namespace{}) {
-		c.Namespace = events.Default
-	}
-	if c.Workers < 0 {
-		return fmt.Errorf("orchestrator: Config.Workers is %d, must be >= 0 (0 means 64)", c.Workers)
-	}
-	if c.Workers == 0 {
-		c.Workers = 64
+	c.Namespace = c.Namespace.OrDefault()
+	for _, f := range []struct {
+		name  string
+		value *int
+		def   int
+	}{{"Workers", &c.Workers, DefaultWorkers}, {"MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending},
+		{"CacheSize", &c.CacheSize, DefaultCacheSize}, {"MaxLabelValues", &c.MaxLabelValues, DefaultMaxLabelValues}} {
+		if *f.value < 0 {
+			return &configError{f.name, fmt.Sprintf("is %d, must be >= 0 (0 means %d)", *f.value, f.def)}
+		}
+		if *f.value == 0 {
+			*f.value = f.def
+		}
 	}
 	if c.AckWait < 0 {
-		return fmt.Errorf("orchestrator: Config.AckWait is %v, must be >= 0 (0 means %v)", c.AckWait, DefaultAckWait)
+		return &configError{"AckWait", fmt.Sprintf("is %v, must be >= 0 (0 means %v)", c.AckWait, DefaultAckWait)}
 	}
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
@@ -86,25 +106,20 @@ func (c *Config) validate() error {
 	if c.StepTimeout == 0 {
 		c.StepTimeout = DefaultStepTimeout
 	}
-	if c.MaxAckPending <= 0 {
-		c.MaxAckPending = 8192
-	}
-	if c.CacheSize <= 0 {
-		c.CacheSize = 16384
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.MaxLabelValues < 0 {
-		return fmt.Errorf("orchestrator: Config.MaxLabelValues is %d, must be >= 0 (0 means 256)", c.MaxLabelValues)
 	}
 	return nil
 }
 
 // Defaults of Config.
 const (
-	DefaultAckWait     = 5 * time.Second
-	DefaultStepTimeout = time.Minute
+	DefaultWorkers        = 64
+	DefaultAckWait        = 5 * time.Second
+	DefaultStepTimeout    = time.Minute
+	DefaultMaxAckPending  = 8192
+	DefaultCacheSize      = 16384
+	DefaultMaxLabelValues = 256
 )
 
 // stepTimeoutMS is the default step timeout recorded in new sagas.

@@ -24,9 +24,7 @@ func StartTx(ctx context.Context, tx pgx.Tx, ob *outbox.Outbox, ns events.Namesp
 	if err != nil {
 		return "", err
 	}
-	if ns == (events.Namespace{}) {
-		ns = events.Default
-	}
+	ns = ns.OrDefault()
 	m, err := ns.StartMsg(start, plan.trace)
 	if err != nil {
 		return "", err

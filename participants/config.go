@@ -142,9 +142,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.JetStream == nil {
 		return cfg, errConfig("JetStream", "is nil")
 	}
-	if cfg.Namespace.Prefix() == "" {
-		cfg.Namespace = events.Default
-	}
+	cfg.Namespace = cfg.Namespace.OrDefault()
 	switch {
 	case cfg.Concurrency < 0:
 		return cfg, errConfig("Concurrency", "is negative (%d)", cfg.Concurrency)

@@ -92,9 +92,7 @@ const (
 
 // Subject returns the subject of an endpoint in namespace ns.
 func Subject(ns events.Namespace, endpoint string) string {
-	if ns == (events.Namespace{}) {
-		ns = events.Default
-	}
+	ns = ns.OrDefault()
 	return ns.Prefix() + ".api." + endpoint
 }
 
