@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -145,6 +146,14 @@ func TestDev(t *testing.T) {
 	r = cli(t, nil, "", "list", "--nats-url", url)
 	if wantExit(t, r, exitOK); !strings.Contains(r.stdout, "committed") {
 		t.Fatalf("list after the transfer:\n%s", r)
+	}
+	// The web console, at the URL dev printed, lists it too.
+	m := regexp.MustCompile(`  console\s+(http://127\.0\.0\.1:\d+/)\s`).FindStringSubmatch(info)
+	if m == nil {
+		t.Fatalf("dev output lacks the console's URL:\n%s", info)
+	}
+	if body := httpGet(t, m[1]+"sagas?status=committed", http.StatusOK); !strings.Contains(body, `id="total" data-filter="committed">1 saga`) {
+		t.Fatalf("the console does not list the committed transfer:\n%s", body)
 	}
 	cancel()
 	select {

@@ -145,8 +145,8 @@ func TestStartInvalidPlan(t *testing.T) {
 		name, plan string
 		want       []string
 	}{
-		{"not json", `{"name": `, []string{"invalid plan (standard input)", "not a JSON object"}},
-		{"array", `[1]`, []string{"not a JSON object"}},
+		{"not json", `{"name": `, []string{"invalid plan (standard input)", "line 1, column 9", "ends too early"}},
+		{"array", `[1]`, []string{"a plan is a JSON object, got an array"}},
 		{"no name", `{"steps": [{"name": "a", "participant": "p", "action": "A", "compensation": "U"}]}`, []string{"name: ", "must not be empty"}},
 		{"no steps", `{"name": "x"}`, []string{"steps: ", "at least one step"}},
 		{"missing compensation", `{"name": "x", "steps": [{"name": "a", "participant": "p", "action": "A"}]}`,
@@ -168,7 +168,7 @@ func TestStartInvalidPlan(t *testing.T) {
 		})
 	}
 	r := f.run("start", "-f", filepath.Join(t.TempDir(), "missing.json"))
-	wantOneLineError(t, r, exitError, "read plan", "missing.json", "no such file")
+	wantOneLineError(t, r, exitUsage, "read plan", "missing.json", "no such file")
 	r = f.runIn("  \n", "start", "-f", "-")
 	wantOneLineError(t, r, exitError, "empty")
 	// Nothing was published.

@@ -111,7 +111,7 @@ func (a *app) readPlan(file string) ([]byte, error) {
 	} else {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, fmt.Errorf("read plan: %w", err)
+			return nil, usagef("read plan: %v", err)
 		}
 		defer f.Close()
 		r = f
