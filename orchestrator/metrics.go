@@ -306,19 +306,11 @@ func (o *observer) written(prev *State, in *Input, next *State) {
 }
 
 // command starts the span of a command about to be published under ctx and
-// sets the message's trace headers: the span's context when tracing, else
-// the saga's trace context as it came with the start. The returned function
-// ends the span once JetStream stored the command.
-//
-// It returns nil when not tracing.
+// puts the span's context in the message's trace headers (instead of the
+// saga's, which events.CommandMsg wrote). The returned function ends the
+// span once JetStream stored the command. It returns nil when not tracing.
 func (o *observer) command(ctx context.Context, h nats.Header, cmd *events.Command, tr Trace) func(error) {
 	if o.tracer == nil {
-		if tr.Parent != "" {
-			h.Set(events.HeaderTraceParent, tr.Parent)
-			if tr.State != "" {
-				h.Set(events.HeaderTraceState, tr.State)
-			}
-		}
 		return nil
 	}
 	if !trace.SpanContextFromContext(ctx).IsValid() {
