@@ -64,8 +64,8 @@ func migrateBank(ctx context.Context, pool *pgxpool.Pool) error {
 // seedBank opens the example's accounts of participant in an empty bank; a
 // bank that has accounts is left alone.
 func seedBank(ctx context.Context, pool *pgxpool.Pool, participant string) (bool, error) {
-	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM accounts`).Scan(&n); err != nil {
+	n, _, err := bank.Accounts(ctx, pool)
+	if err != nil {
 		return false, err
 	}
 	if n > 0 {
@@ -81,14 +81,8 @@ func seedBank(ctx context.Context, pool *pgxpool.Pool, participant string) (bool
 }
 
 // registerBank registers the bank's steps on p.
-func registerBank(p *participants.Participant) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("register the bank's steps: %v", r)
-		}
-	}()
-	bank.Register(p)
-	return nil
+func registerBank(p *participants.Participant) error {
+	return bank.RegisterSafely(p)
 }
 
 func balance(ctx context.Context, pool *pgxpool.Pool, acc account) (int64, error) {
@@ -106,8 +100,7 @@ func setAbnormal(ctx context.Context, pool *pgxpool.Pool, acc account, abnormal 
 }
 
 func countNegative(ctx context.Context, pool *pgxpool.Pool) (int, error) {
-	var n int
-	err := pool.QueryRow(ctx, `SELECT count(*) FROM accounts WHERE balance < 0`).Scan(&n)
+	_, n, err := bank.Accounts(ctx, pool)
 	return n, err
 }
 

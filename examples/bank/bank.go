@@ -74,8 +74,21 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 //
 // Each handler is one statement, one round trip.
 func Register(p *participants.Participant) {
-	participants.Register(p, TransOut, participants.Step[TransferReq]{Do: transOut, Undo: transOutCompensate})
-	participants.Register(p, TransIn, participants.Step[TransferReq]{Do: transIn, Undo: transInCompensate})
+	if err := RegisterSafely(p); err != nil {
+		panic(err)
+	}
+}
+
+// RegisterSafely is Register, returning the error (for instance when the
+// participant already runs or has the actions) instead of panicking.
+func RegisterSafely(p *participants.Participant) error {
+	if err := participants.RegisterSafely(p, TransOut, participants.Step[TransferReq]{Do: transOut, Undo: transOutCompensate}); err != nil {
+		return fmt.Errorf("bank: %w", err)
+	}
+	if err := participants.RegisterSafely(p, TransIn, participants.Step[TransferReq]{Do: transIn, Undo: transInCompensate}); err != nil {
+		return fmt.Errorf("bank: %w", err)
+	}
+	return nil
 }
 
 // transOut debits the account if its balance allows it. When nothing
@@ -182,6 +195,37 @@ func Balance(ctx context.Context, pool *pgxpool.Pool, user int64) (Cents, error)
 		return 0, fmt.Errorf("bank: balance of %d: %w", user, err)
 	}
 	return Cents(c), nil
+}
+
+// Balances returns every account's balance.
+func Balances(ctx context.Context, pool *pgxpool.Pool) (map[int64]Cents, error) {
+	rows, err := pool.Query(ctx, `SELECT user_id, (balance * 100)::bigint FROM accounts`)
+	if err != nil {
+		return nil, fmt.Errorf("bank: balances: %w", err)
+	}
+	out := map[int64]Cents{}
+	for rows.Next() {
+		var id, c int64
+		if err := rows.Scan(&id, &c); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("bank: balances: %w", err)
+		}
+		out[id] = Cents(c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("bank: balances: %w", err)
+	}
+	return out, nil
+}
+
+// Accounts returns the number of accounts and how many are negative (which
+// the bank's handlers never allow).
+func Accounts(ctx context.Context, pool *pgxpool.Pool) (n, negative int, err error) {
+	err = pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE balance < 0) FROM accounts`).Scan(&n, &negative)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bank: accounts: %w", err)
+	}
+	return n, negative, nil
 }
 
 // Total returns the sum of all balances.

@@ -615,23 +615,7 @@ func barrierRows(ctx context.Context, pool *pgxpool.Pool) (map[rowKey]stepRows, 
 
 // balances reads a bank's balances, in cents.
 func balances(ctx context.Context, pool *pgxpool.Pool) (map[int64]bank.Cents, error) {
-	rows, err := pool.Query(ctx, `SELECT user_id, (balance * 100)::bigint FROM accounts`)
-	if err != nil {
-		return nil, fmt.Errorf("read balances: %w", err)
-	}
-	defer rows.Close()
-	out := map[int64]bank.Cents{}
-	for rows.Next() {
-		var id, c int64
-		if err := rows.Scan(&id, &c); err != nil {
-			return nil, fmt.Errorf("read balances: %w", err)
-		}
-		out[id] = bank.Cents(c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read balances: %w", err)
-	}
-	return out, nil
+	return bank.Balances(ctx, pool)
 }
 
 // Balances returns every account's balance of a bank: what Config.InitialA
