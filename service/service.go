@@ -90,6 +90,9 @@ const (
 	MaxListLimit       = 10000
 )
 
+// flushTimeout bounds Start's wait for the server to have the subscriptions.
+const flushTimeout = 5 * time.Second
+
 // Subject returns the subject of an endpoint in namespace ns.
 func Subject(ns events.Namespace, endpoint string) string {
 	ns = ns.OrDefault()
@@ -199,6 +202,10 @@ func Start(cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("service: endpoint %s: %w", name, err)
 		}
 	}
+	// Once Start returns, the server has the subscriptions: a request sent
+	// then finds its responders (on a broken connection they are sent again
+	// when it reconnects).
+	_ = cfg.Conn.FlushTimeout(flushTimeout)
 	return s, nil
 }
 
