@@ -43,8 +43,8 @@ func TestFramingMatchesHeaderTable(t *testing.T) {
 	trace := Trace{Parent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 	type built struct {
 		column, subject, msgID string
-		anonymous          bool
-		build              func() (map[string][]string, string, error)
+		anonymous              bool
+		build                  func() (map[string][]string, string, error)
 	}
 	for _, b := range []built{
 		{"start", ns.Start("s1"), StartMsgID("s1"), false, func() (map[string][]string, string, error) {
