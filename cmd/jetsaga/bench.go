@@ -257,13 +257,18 @@ func printBench(w io.Writer, r *bench.Report) {
 // benchSignals makes SIGINT and SIGTERM end a bench early: the first stops
 // starting sagas (stop is closed; the run finishes those in flight, reports
 // on what completed and removes what it created), the second abandons the
-// run (ctx is cancelled; what it created is still removed). SIGPIPE — the
-// reader of standard output is gone, as "| head" does — counts as the
-// first: the process is not killed by it, so nothing is left behind.
+// run (ctx is cancelled; what it created is still removed). SIGPIPE is
+// ignored while the bench runs, so that a standard output whose reader is
+// gone ("| head") makes the report's write fail with EPIPE instead of
+// killing the process before it removed what it created. (Asking to be
+// notified of SIGPIPE instead would also deliver those raised by writes to
+// any closed network connection of the process — an embedded NATS server's
+// clients, PostgreSQL's — and stop the bench for nothing.)
 func benchSignals(parent context.Context, stderr io.Writer) (ctx context.Context, release func(), stop <-chan struct{}) {
 	ctx, cancel := context.WithCancel(parent)
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Ignore(syscall.SIGPIPE)
 	stopCh := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -279,16 +284,12 @@ func benchSignals(parent context.Context, stderr io.Writer) (ctx context.Context
 				if first {
 					first = false
 					close(stopCh)
-					if sig != syscall.SIGPIPE {
-						fmt.Fprintf(stderr, "jetsaga bench: %v: finishing the sagas in flight, then reporting (again to abandon the run)\n", sig)
-					}
+					fmt.Fprintf(stderr, "jetsaga bench: %v: finishing the sagas in flight, then reporting (again to abandon the run)\n", sig)
 					continue
 				}
-				if sig != syscall.SIGPIPE {
-					cancel()
-				}
+				cancel()
 			}
 		}
 	}()
-	return ctx, func() { signal.Stop(sigs); close(done); cancel() }, stopCh
+	return ctx, func() { signal.Stop(sigs); signal.Reset(syscall.SIGPIPE); close(done); cancel() }, stopCh
 }
