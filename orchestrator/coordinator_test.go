@@ -59,7 +59,11 @@ func (b *bundle) runCoordinator(js jetstream.JetStream, options ...func(*orchest
 // Options, if any, change its configuration.
 func (b *bundle) startCoordinator(js jetstream.JetStream, options ...func(*orchestrator.Config)) (stop func() error, c *orchestrator.Coordinator) {
 	b.t.Helper()
-	cfg := orchestrator.Config{JetStream: js, Workers: 16, AckWait: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)}
+	// No default step timeout: these tests give a step a timeout where
+	// they test one, and a loaded CI machine (-race, packages side by side)
+	// can keep a bank's backlog longer than a minute (TestNoSilentSagas
+	// tests the default).
+	cfg := orchestrator.Config{JetStream: js, Workers: 16, AckWait: 2 * time.Second, StepTimeout: -1, Logger: slog.New(slog.DiscardHandler)}
 	for _, o := range options {
 		o(&cfg)
 	}
