@@ -33,8 +33,9 @@
 // or its id was started with another plan (start), "500" anything else,
 // "504" the request took longer than Config.Timeout.
 //
-// Requests are handled concurrently (Config.Concurrency at a time); the
-// actions publish the same messages as orchestrator.Client, so they are
+// Each endpoint handles its requests one at a time per instance, the
+// endpoints side by side (at most Config.Concurrency at once); instances
+// share the load through the queue group. The actions publish the same messages as orchestrator.Client, so they are
 // exactly as safe as the CLI's.
 package service
 
@@ -116,8 +117,8 @@ type Config struct {
 	QueueGroup string
 	// Timeout bounds the handling of one request. Default DefaultTimeout.
 	Timeout time.Duration
-	// Concurrency is the number of requests handled at once; more wait.
-	// Default DefaultConcurrency.
+	// Concurrency bounds the requests handled at once (one per endpoint at
+	// most); more wait. Default DefaultConcurrency.
 	Concurrency int
 	// Logger receives the service's errors (code 500). Default
 	// slog.Default().
@@ -231,7 +232,12 @@ func badRequest(format string, args ...any) *apiError {
 	return &apiError{CodeBadRequest, fmt.Sprintf(format, args...)}
 }
 
-// serve runs h for r on a goroutine of its own, Concurrency at a time.
+// serve runs h for r and answers, on the endpoint's subscription goroutine:
+// micro reads what the handler answered once it returns (for its stats),
+// so the answer must be given before that (answering from another
+// goroutine raced with it). Endpoints run side by side; requests to one
+// endpoint, one at a time per instance (more instances share the load
+// through the queue group). Concurrency bounds the endpoints at work.
 func (s *Service) serve(r micro.Request, h func(context.Context, []byte) (any, *apiError)) {
 	select {
 	case s.sem <- struct{}{}:
@@ -239,26 +245,24 @@ func (s *Service) serve(r micro.Request, h func(context.Context, []byte) (any, *
 		_ = r.Error(CodeInternal, "service stopping", nil)
 		return
 	}
-	go func() {
-		defer func() { <-s.sem }()
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
-		defer cancel()
-		res, aerr := h(ctx, r.Data())
-		if aerr == nil {
-			if err := r.RespondJSON(res); err != nil {
-				aerr = &apiError{CodeInternal, "encode the reply: " + err.Error()}
-			} else {
-				return
-			}
+	defer func() { <-s.sem }()
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	defer cancel()
+	res, aerr := h(ctx, r.Data())
+	if aerr == nil {
+		err := r.RespondJSON(res)
+		if err == nil {
+			return
 		}
-		if aerr.code == CodeInternal && ctx.Err() == context.DeadlineExceeded {
-			aerr = &apiError{CodeTimeout, "timed out after " + s.cfg.Timeout.String() + ": " + aerr.desc}
-		}
-		if aerr.code == CodeInternal {
-			s.cfg.Logger.Error("service: request failed", "subject", r.Subject(), "err", aerr.desc)
-		}
-		_ = r.Error(aerr.code, aerr.desc, nil)
-	}()
+		aerr = &apiError{CodeInternal, "encode the reply: " + err.Error()}
+	}
+	if aerr.code == CodeInternal && ctx.Err() == context.DeadlineExceeded {
+		aerr = &apiError{CodeTimeout, "timed out after " + s.cfg.Timeout.String() + ": " + aerr.desc}
+	}
+	if aerr.code == CodeInternal {
+		s.cfg.Logger.Error("service: request failed", "subject", r.Subject(), "err", aerr.desc)
+	}
+	_ = r.Error(aerr.code, aerr.desc, nil)
 }
 
 // decode decodes a request body strictly into v: a JSON object with no
