@@ -394,27 +394,32 @@ type ListFilter struct {
 	Limit int
 }
 
-// List returns the sagas that pass the filter, newest first. It lists the
-// state bucket, which receives a saga's state with its first outcome: a saga
-// whose first step has not answered yet is not listed (Get finds it).
+// List returns the sagas that pass the filter, newest first: every state in
+// the bucket (a saga has one from its start; a finished one until its TTL),
+// read with one watch rather than a read per key. To page through a large
+// bucket again and again, keep an Index.
 func (c *Client) List(ctx context.Context, f ListFilter) ([]*State, error) {
 	kv, err := c.bucket(ctx)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.ListKeys(ctx)
+	// One watch delivers every current value (an ordered consumer, last
+	// value per key): no round trip per saga.
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = w.Stop() }()
 	var out []*State
-	for key := range keys.Keys() {
-		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		if err != nil {
-			_ = keys.Stop()
-			return nil, err
+		if e == nil {
+			break // the current values are all delivered
 		}
 		st, err := decodeState(e.Value())
 		if err != nil {
