@@ -139,7 +139,9 @@ func waitForMessage(t *testing.T, js jetstream.JetStream, subject string) uint64
 // scratch bucket and compares it with the live bucket, key by key.
 func assertLiveEqualsReplay(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	rep, err := orchestrator.Replay(context.Background(), js, events.Default, "rebuilt", orchestrator.ReplayOptions{Compare: true})
+	// The harness's coordinators run without a default step timeout
+	// (startCoordinator): replay must be given the same.
+	rep, err := orchestrator.Replay(context.Background(), js, events.Default, "rebuilt", orchestrator.ReplayOptions{Compare: true, StepTimeout: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
