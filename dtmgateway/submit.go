@@ -242,7 +242,7 @@ func (g *Gateway) buildPlan(r *submitReq, traceparent string) (*built, error) {
 		return nil, err
 	}
 
-	retry := events.DefaultRetry
+	retry := events.DefaultRetry()
 	if r.RetryLimit > 0 {
 		retry.MaxAttempts = int(r.RetryLimit)
 	}

@@ -33,7 +33,7 @@ func TestDecodeStartNormalises(t *testing.T) {
 	if string(s.Steps[0].Payload) != `{"user":1,"amount":"30.00"}` {
 		t.Errorf("payload not compacted: %s", s.Steps[0].Payload)
 	}
-	if s.Steps[1].RetryPolicy().MaxAttempts != 3 || s.Steps[0].RetryPolicy() != DefaultRetry {
+	if s.Steps[1].RetryPolicy().MaxAttempts != 3 || s.Steps[0].RetryPolicy() != DefaultRetry() {
 		t.Errorf("retry policies wrong: %+v %+v", s.Steps[1].RetryPolicy(), s.Steps[0].RetryPolicy())
 	}
 }
@@ -219,7 +219,7 @@ func TestUnknownVersionIsDistinguishable(t *testing.T) {
 
 func validCommand() Command {
 	return Command{V: Version, SagaID: "s1", Participant: "bank-a", Step: "debit", Op: OpDo, Attempt: 1,
-		Action: "TransOut", Payload: json.RawMessage(`{"a":1}`), Retry: DefaultRetry}
+		Action: "TransOut", Payload: json.RawMessage(`{"a":1}`), Retry: DefaultRetry()}
 }
 
 func TestCommandValidation(t *testing.T) {

@@ -36,7 +36,7 @@ func TestFramingMatchesHeaderTable(t *testing.T) {
 	}
 	ns := Default
 	start := Start{V: Version, SagaID: "s1", Name: "n", Steps: []Step{{Name: "a", Participant: "p", Action: "A", Compensation: "U", After: []string{}}}}
-	cmd := Command{V: Version, SagaID: "s1", Participant: "p", Step: "a", Op: OpDo, Attempt: 2, Action: "A", Retry: DefaultRetry}
+	cmd := Command{V: Version, SagaID: "s1", Participant: "p", Step: "a", Op: OpDo, Attempt: 2, Action: "A", Retry: DefaultRetry()}
 	out := Outcome{V: Version, SagaID: "s1", Participant: "p", Step: "a", Op: OpDo, Attempt: 2, Status: Succeeded}
 	anon := Outcome{V: Version, SagaID: "s1", Participant: "p", Status: Rejected, Reason: "unreadable"}
 	ctl := Control{V: Version, SagaID: "s1", Action: Redrive, ID: "c1"}

@@ -75,8 +75,12 @@ type RetryPolicy struct {
 	MaxBackoffMS     int64 `json:"max_backoff_ms"`
 }
 
-// DefaultRetry is the policy of a step that names none.
-var DefaultRetry = RetryPolicy{MaxAttempts: 10, InitialBackoffMS: 100, MaxBackoffMS: 10_000}
+// DefaultRetry returns the policy of a step that names none: 10 attempts,
+// backoff from 100 ms doubling up to 10 s. (A function, so that no program
+// can change the protocol's default for the others in its process.)
+func DefaultRetry() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 10, InitialBackoffMS: 100, MaxBackoffMS: 10_000}
+}
 
 // NoTimeout as a step's TimeoutMS says that its attempts never time out
 // (the coordinator's default step timeout does not apply).
@@ -143,7 +147,7 @@ type Step struct {
 // RetryPolicy returns the step's policy or DefaultRetry.
 func (s *Step) RetryPolicy() RetryPolicy {
 	if s.Retry == nil {
-		return DefaultRetry
+		return DefaultRetry()
 	}
 	return *s.Retry
 }

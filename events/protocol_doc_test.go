@@ -840,8 +840,8 @@ func TestProtocolDocMessages(t *testing.T) {
 	for _, tk := range ticks(r[3]) {
 		if strings.HasPrefix(tk, "{") {
 			found = true
-			if err := json.Unmarshal([]byte(tk), &def); err != nil || def != DefaultRetry {
-				t.Errorf("§6.1 step `retry`: the default is documented as %s, DefaultRetry is %+v (%v)", tk, DefaultRetry, err)
+			if err := json.Unmarshal([]byte(tk), &def); err != nil || def != DefaultRetry() {
+				t.Errorf("§6.1 step `retry`: the default is documented as %s, DefaultRetry() is %+v (%v)", tk, DefaultRetry(), err)
 			}
 		}
 	}

@@ -413,7 +413,7 @@ func TestPoisonCommandsAreRejected(t *testing.T) {
 		t.Fatalf("unreadable command: %+v", o)
 	}
 	cmd := events.Command{V: events.Version, SagaID: "s2", Participant: httpparticipant.DefaultName, Step: "01", Op: events.OpDo,
-		Attempt: 1, Action: httpparticipant.ActionName, Payload: json.RawMessage(`{"action":"gopher://x/y"}`), Retry: events.DefaultRetry}
+		Attempt: 1, Action: httpparticipant.ActionName, Payload: json.RawMessage(`{"action":"gopher://x/y"}`), Retry: events.DefaultRetry()}
 	data, err := cmd.Encode()
 	if err != nil {
 		t.Fatal(err)

@@ -102,7 +102,7 @@ func transfer() []events.Step {
 func TestNextSuccess(t *testing.T) {
 	f := newFixture(t, transfer()...)
 	f.expect(Running, "debit/do/1")
-	if c := f.last.cmds()[0]; c.Participant != "bank-a" || c.Action != "Adebit" || c.Retry != events.DefaultRetry {
+	if c := f.last.cmds()[0]; c.Participant != "bank-a" || c.Action != "Adebit" || c.Retry != events.DefaultRetry() {
 		t.Fatalf("command = %+v", c)
 	}
 	if f.state.Pending == nil || len(f.state.Pending.Commands) != 1 {

@@ -77,7 +77,7 @@ const resendDelay = 500 * time.Millisecond
 // unreadableDeliveries is how many deliveries an unreadable command gets to
 // publish its rejection before it is terminated without an outcome: the
 // default retry policy's attempts, since it carries no policy of its own.
-var unreadableDeliveries = uint64(events.DefaultRetry.MaxAttempts)
+var unreadableDeliveries = uint64(events.DefaultRetry().MaxAttempts)
 
 func transient(err error) verdict { return verdict{kind: vTransient, err: err} }
 
@@ -89,7 +89,7 @@ func (p *Participant) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	j := &job{msg: msg, seq: meta.Sequence.Stream, delivered: meta.NumDelivered, header: msg.Headers(), budget: events.DefaultRetry,
+	j := &job{msg: msg, seq: meta.Sequence.Stream, delivered: meta.NumDelivered, header: msg.Headers(), budget: events.DefaultRetry(),
 		log: loggerAttrs{"subject", msg.Subject(), "stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered}}
 	ctx, observed := p.observe(ctx, j)
 	stop := p.keepAlive(msg)

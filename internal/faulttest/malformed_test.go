@@ -196,7 +196,7 @@ func (m *malformed) injections() []injection {
 	}
 	command := func(saga, participant, step, action string, attempt int) events.Command {
 		return events.Command{V: events.Version, SagaID: saga, Participant: participant, Step: step, Op: events.OpDo,
-			Attempt: attempt, Action: action, Payload: mustJSON(bank.TransferReq{UserID: 1, Amount: 1}), Retry: events.DefaultRetry}
+			Attempt: attempt, Action: action, Payload: mustJSON(bank.TransferReq{UserID: 1, Amount: 1}), Retry: events.DefaultRetry()}
 	}
 	return []injection{
 		// Starts: each on a fresh id, which must end rejected.

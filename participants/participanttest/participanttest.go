@@ -45,11 +45,11 @@ func WithHeader(key, value string) SendOption {
 // Send publishes cmd as the coordinator does: on ns.Command(participant,
 // saga), with Nats-Msg-Id events.CommandMsgID and the saga, step, op,
 // attempt and participant headers. A zero Retry becomes
-// events.DefaultRetry and a zero Attempt 1.
+// events.DefaultRetry() and a zero Attempt 1.
 func Send(ctx context.Context, js jetstream.JetStream, ns events.Namespace, cmd events.Command, opts ...SendOption) (*jetstream.PubAck, error) {
 	cmd.V = events.Version
 	if cmd.Retry == (events.RetryPolicy{}) {
-		cmd.Retry = events.DefaultRetry
+		cmd.Retry = events.DefaultRetry()
 	}
 	if cmd.Attempt == 0 {
 		cmd.Attempt = 1
