@@ -57,10 +57,20 @@
 // conflict with another instance the worker reloads and recomputes. An input
 // that a cached state would drop is checked against the bucket first, since
 // another instance may have moved the saga on.
-// The first transition is not written: a new saga's state is a function of
-// its start message, which the stream keeps, so the bucket receives the state
-// with the saga's first outcome, and until then the start message is folded
-// wherever the state is needed (one write less per saga).
+// The first transition is written like the others, so a saga is listed from
+// its start.
+//
+// Each saga's inputs are applied in stream order, whatever order JetStream
+// delivers them in (a redelivery after a crash, a nak or another instance's
+// hold comes after later messages): State.Seq is the stream sequence of the
+// last input a state includes; before applying a later input a worker reads
+// the saga's inputs in between from the stream (direct gets on the saga's
+// literal subjects) and applies them first, and an input at or below Seq is
+// acknowledged without effect. An instance skips those reads for inputs its
+// own consecutive deliveries vouch for. Every state written is therefore
+// the fold of the stream up to its Seq, which is what Fold and Replay
+// compute. Every step has a timeout: its own, or Config.StepTimeout
+// (DefaultStepTimeout unless set), recorded in the saga's state at its start.
 //
 // Timers (step timeouts, the saga deadline, re-sends) are JetStream message
 // schedules: one pending schedule per saga on <prefix>.sched.<id>, targeting
