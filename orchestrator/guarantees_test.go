@@ -254,7 +254,7 @@ func TestStartTxReusedPlan(t *testing.T) {
 	seen := map[string]bool{}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for range 3 {
-			id, err := orchestrator.StartTx(ctx, tx, nil, events.Default, plan)
+			id, err := orchestrator.StartTx(ctx, tx, plan, orchestrator.StartTxOptions{})
 			if err != nil {
 				return err
 			}

@@ -45,7 +45,7 @@ func TestStartTx(t *testing.T) {
 		if _, err := tx.Exec(ctx, `insert into orders values ('o1')`); err != nil {
 			return err
 		}
-		_, err := orchestrator.StartTx(ctx, tx, ob, b.client.Namespace(), transferPlan("committed-tx"))
+		_, err := orchestrator.StartTx(ctx, tx, transferPlan("committed-tx"), orchestrator.StartTxOptions{Outbox: ob, Namespace: b.client.Namespace()})
 		return err
 	})
 	if err != nil {
@@ -53,7 +53,7 @@ func TestStartTx(t *testing.T) {
 	}
 	errRollback := errors.New("business says no")
 	err = ob.Tx(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := orchestrator.StartTx(ctx, tx, ob, b.client.Namespace(), transferPlan("rolled-back-tx")); err != nil {
+		if _, err := orchestrator.StartTx(ctx, tx, transferPlan("rolled-back-tx"), orchestrator.StartTxOptions{Outbox: ob, Namespace: b.client.Namespace()}); err != nil {
 			return err
 		}
 		return errRollback
