@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -174,4 +176,42 @@ func (p *Plan) build() (start events.Start, generated bool, err error) {
 	}
 	start, err = events.DecodeStart(data)
 	return start, generated, err
+}
+
+// ParsePlan decodes a plan written as JSON: a start message whose "v"
+// (default: the protocol's version) and "saga_id" (default: a new UUIDv7)
+// may be left out. Decoding is the protocol's strict decoding: unknown
+// fields are errors, and every error names its field ("steps[1].timeout_ms:
+// …") without Go's type names.
+func ParsePlan(data []byte) (events.Start, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return events.Start{}, fmt.Errorf("not a JSON object: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, ok := doc["v"]; !ok {
+		doc["v"] = json.RawMessage(strconv.Itoa(events.Version))
+	}
+	if id, ok := doc["saga_id"]; !ok || string(id) == `""` || string(id) == "null" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return events.Start{}, err
+		}
+		doc["saga_id"], _ = json.Marshal(u.String())
+	}
+	norm, err := json.Marshal(doc)
+	if err != nil {
+		return events.Start{}, err
+	}
+	start, err := events.DecodeStart(norm)
+	if err != nil {
+		var fe *events.FieldError
+		if errors.As(err, &fe) {
+			if fe.Field == "" {
+				return events.Start{}, errors.New(fe.Problem)
+			}
+			return events.Start{}, fmt.Errorf("%s: %s", fe.Field, fe.Problem)
+		}
+		return events.Start{}, errors.New(strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return start, nil
 }

@@ -46,10 +46,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
@@ -437,7 +435,7 @@ func (s *Service) start(ctx context.Context, data []byte) (any, *apiError) {
 	if len(data) == 0 || data[0] != '{' {
 		return nil, badRequest("the request must be a JSON object: a plan (the start message)")
 	}
-	start, err := ParsePlan(data)
+	start, err := orchestrator.ParsePlan(data)
 	if err != nil {
 		return nil, badRequest("invalid plan: %v", err)
 	}
@@ -493,38 +491,4 @@ func (s *Service) resolve(ctx context.Context, data []byte) (any, *apiError) {
 		return nil, fromClient(err)
 	}
 	return Accepted{SagaID: req.ID, Accepted: true}, nil
-}
-
-// ParsePlan decodes a plan: a start message whose "v" (default: the
-// protocol's version) and "saga_id" (default: a new UUIDv7) may be left out.
-// Decoding is the protocol's strict decoding: unknown fields are errors and
-// every error names its field.
-func ParsePlan(data []byte) (events.Start, error) {
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return events.Start{}, fmt.Errorf("not a JSON object: %v", err)
-	}
-	if _, ok := doc["v"]; !ok {
-		doc["v"] = json.RawMessage(strconv.Itoa(events.Version))
-	}
-	if id, ok := doc["saga_id"]; !ok || string(id) == `""` || string(id) == "null" {
-		u, err := uuid.NewV7()
-		if err != nil {
-			return events.Start{}, err
-		}
-		doc["saga_id"], _ = json.Marshal(u.String())
-	}
-	norm, err := json.Marshal(doc)
-	if err != nil {
-		return events.Start{}, err
-	}
-	start, err := events.DecodeStart(norm)
-	if err != nil {
-		var fe *events.FieldError
-		if errors.As(err, &fe) && fe.Field != "" {
-			return events.Start{}, fmt.Errorf("%s: %s", fe.Field, fe.Problem)
-		}
-		return events.Start{}, err
-	}
-	return start, nil
 }

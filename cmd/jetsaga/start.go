@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -130,9 +128,8 @@ func (a *app) readPlan(file string) ([]byte, error) {
 	return data, nil
 }
 
-// parsePlan decodes a plan: a start message whose "v" and "saga_id" may be
-// left out. Decoding is the protocol's strict decoding, so unknown fields
-// are errors and every error names its field.
+// parsePlan decodes a plan file (orchestrator.ParsePlan), reporting a JSON
+// syntax error with its line and column first.
 func parsePlan(data []byte) (events.Start, error) {
 	if err := checkPlanJSON(data); err != nil {
 		return events.Start{}, err
@@ -141,32 +138,7 @@ func parsePlan(data []byte) (events.Start, error) {
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return events.Start{}, syntaxError(data, err)
 	}
-	if _, ok := doc["v"]; !ok {
-		doc["v"] = json.RawMessage(fmt.Sprint(events.Version))
-	}
-	if id, ok := doc["saga_id"]; !ok || string(id) == `""` || string(id) == "null" {
-		u, err := uuid.NewV7()
-		if err != nil {
-			return events.Start{}, err
-		}
-		doc["saga_id"], _ = json.Marshal(u.String())
-	}
-	norm, err := json.Marshal(doc)
-	if err != nil {
-		return events.Start{}, err
-	}
-	start, err := events.DecodeStart(norm)
-	if err != nil {
-		var fe *events.FieldError
-		if errors.As(err, &fe) {
-			if fe.Field == "" {
-				return events.Start{}, errors.New(fe.Problem)
-			}
-			return events.Start{}, fmt.Errorf("%s: %s", fe.Field, fe.Problem)
-		}
-		return events.Start{}, errors.New(strings.TrimPrefix(err.Error(), "json: "))
-	}
-	return start, nil
+	return orchestrator.ParsePlan(data)
 }
 
 // waitSaga waits for a saga to end or park, prints its state and turns its
