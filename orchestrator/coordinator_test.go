@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/devenv"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 	"github.com/jetsaga/jetsaga/orchestrator"
 )
@@ -22,7 +23,7 @@ import (
 // bundle is one test's NATS server, connection and client.
 type bundle struct {
 	t      *testing.T
-	srv    interface{ URL() string }
+	srv    *devenv.NATSServer
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	client *orchestrator.Client

@@ -25,15 +25,8 @@ import (
 // heartbeat finally notices the watch is gone.
 func TestWaitAcrossNATSRestart(t *testing.T) {
 	t.Parallel()
-	srv := testenv.NATS(t)
-	nc, js := testenv.Connect(t, srv.URL())
-	ctx := context.Background()
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	client := orchestrator.NewClient(js, events.Default)
-	t.Cleanup(client.Close)
-	b := &bundle{t: t, srv: srv, nc: nc, js: js, client: client}
+	b := setup(t)
+	srv, js, client, ctx := b.srv, b.js, b.client, context.Background()
 	b.runCoordinator(js)
 	b.respond("bank-a", ok)
 	b.respond("bank-b", func(events.Command) decision { return decision{delay: 2500 * time.Millisecond} })

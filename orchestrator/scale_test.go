@@ -132,7 +132,7 @@ func (b *bundle) checkAll(ids []string) {
 func TestTwoCoordinators(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	srv := b.srv.(interface{ URL() string })
+	srv := b.srv
 	_, js1 := testenv.Connect(t, srv.URL())
 	_, js2 := testenv.Connect(t, srv.URL())
 	_, c1 := b.runCoordinator(js1)
@@ -168,7 +168,7 @@ func (b *bundle) compareReplay() {
 func TestCoordinatorKilledRepeatedly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	srv := b.srv.(interface{ URL() string })
+	srv := b.srv
 	accounts := map[int64]bank.Cents{}
 	for id := int64(1); id <= 10; id++ {
 		accounts[id] = 1_000_000_00
