@@ -216,17 +216,24 @@ func (g *Gateway) gidOf(w http.ResponseWriter, r *http.Request) (string, error) 
 	return "", &badRequest{msg: "gid: missing"}
 }
 
+// target reads the saga an operator request names (?gid=), answering the
+// request itself when it cannot.
+func (g *Gateway) target(w http.ResponseWriter, r *http.Request) (string, *orchestrator.State, bool) {
+	gid, err := g.gidOf(w, r)
+	if err != nil {
+		errorMessage(w, err.Error())
+		return "", nil, false
+	}
+	st, ok := g.load(w, r, gid)
+	return gid, st, ok
+}
+
 // forceStop: DTM makes the saga failed at once. jetsaga never drops a saga
 // that may still act: a saga parked while compensating is resolved
 // (compensated, the operator vouching for the rest); anything else that is
 // not finished is refused with the reason.
 func (g *Gateway) forceStop(w http.ResponseWriter, r *http.Request) {
-	gid, err := g.gidOf(w, r)
-	if err != nil {
-		errorMessage(w, err.Error())
-		return
-	}
-	st, ok := g.load(w, r, gid)
+	gid, st, ok := g.target(w, r)
 	if !ok {
 		return
 	}
@@ -250,12 +257,7 @@ func (g *Gateway) forceStop(w http.ResponseWriter, r *http.Request) {
 // (its stuck step sent again with a fresh budget); other sagas have no
 // cron to reset (retries are the participants' backoff): nothing to do.
 func (g *Gateway) resetNextCronTime(w http.ResponseWriter, r *http.Request) {
-	gid, err := g.gidOf(w, r)
-	if err != nil {
-		errorMessage(w, err.Error())
-		return
-	}
-	st, ok := g.load(w, r, gid)
+	gid, st, ok := g.target(w, r)
 	if !ok {
 		return
 	}
