@@ -343,15 +343,25 @@ type confirmPage struct {
 // actions are the operator actions the console offers.
 var actions = map[string]events.ControlAction{"redrive": events.Redrive, "skip": events.Skip, "resolve": events.Resolve}
 
-func (c *Console) confirm(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+// actionOf returns the action a request names, answering the request itself
+// (404, or 403 in read-only mode) when there is none to take.
+func (c *Console) actionOf(w http.ResponseWriter, r *http.Request) (events.ControlAction, bool) {
 	action, ok := actions[r.PathValue("action")]
 	if !ok {
 		c.fail(w, r, http.StatusNotFound, "no such action: "+r.PathValue("action"))
-		return
+		return "", false
 	}
 	if c.cfg.ReadOnly {
-		c.fail(w, r, http.StatusForbidden, "this console is read-only")
+		c.fail(w, r, http.StatusForbidden, "this console is read-only: actions are refused")
+		return "", false
+	}
+	return action, true
+}
+
+func (c *Console) confirm(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	action, ok := c.actionOf(w, r)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
@@ -398,13 +408,8 @@ func (c *Console) operator(r *http.Request) string {
 // act sends a confirmed operator action, with the operator's identity.
 func (c *Console) act(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	action, ok := actions[r.PathValue("action")]
+	action, ok := c.actionOf(w, r)
 	if !ok {
-		c.fail(w, r, http.StatusNotFound, "no such action: "+r.PathValue("action"))
-		return
-	}
-	if c.cfg.ReadOnly {
-		c.fail(w, r, http.StatusForbidden, "this console is read-only: actions are refused")
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
