@@ -52,11 +52,7 @@ are exported when the OTEL_* environment asks for them (off by default).`,
 			if concurrency < 1 {
 				return usagef("--concurrency must be at least 1, got %d", concurrency)
 			}
-			log, err := lf.logger(a)
-			if err != nil {
-				return err
-			}
-			ns, err := nf.namespace()
+			log, ns, err := a.serviceSetup(&lf, &nf)
 			if err != nil {
 				return err
 			}

@@ -54,11 +54,7 @@ them (OTEL_TRACES_EXPORTER=otlp or OTEL_EXPORTER_OTLP_ENDPOINT; off by default).
 			if workers < 1 {
 				return usagef("--workers must be at least 1, got %d", workers)
 			}
-			log, err := lf.logger(a)
-			if err != nil {
-				return err
-			}
-			ns, err := nf.namespace()
+			log, ns, err := a.serviceSetup(&lf, &nf)
 			if err != nil {
 				return err
 			}

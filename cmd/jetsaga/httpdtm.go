@@ -71,11 +71,7 @@ stops fetching, finishes the calls in flight, drains its NATS connection and exi
 			if concurrency < 1 {
 				return usagef("--concurrency must be at least 1, got %d", concurrency)
 			}
-			log, err := lf.logger(a)
-			if err != nil {
-				return err
-			}
-			ns, err := nf.namespace()
+			log, ns, err := a.serviceSetup(&lf, &nf)
 			if err != nil {
 				return err
 			}
@@ -133,11 +129,7 @@ submit. Steps are run by the HTTP participant (jetsaga http-participant) named -
 			if err != nil {
 				return err
 			}
-			log, err := lf.logger(a)
-			if err != nil {
-				return err
-			}
-			ns, err := nf.namespace()
+			log, ns, err := a.serviceSetup(&lf, &nf)
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/jetsaga/jetsaga/events"
 )
 
 // logFlags are the logging flags of the services.
@@ -35,4 +37,18 @@ func (f *logFlags) logger(a *app) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
 	}
 	return nil, usagef("--log-format: %q is not a format (want text or json)", f.format)
+}
+
+// serviceSetup reads what every long-running command needs first: its
+// logger and its namespace.
+func (a *app) serviceSetup(lf *logFlags, nf *natsFlags) (*slog.Logger, events.Namespace, error) {
+	log, err := lf.logger(a)
+	if err != nil {
+		return nil, events.Namespace{}, err
+	}
+	ns, err := nf.namespace()
+	if err != nil {
+		return nil, events.Namespace{}, err
+	}
+	return log, ns, nil
 }
