@@ -195,7 +195,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 
 func (c *Coordinator) run(ctx context.Context) error {
 	if !c.cfg.SkipEnsureStreams {
-		if err := EnsureStreams(ctx, c.js, c.ns, c.cfg.Streams); err != nil {
+		if err := c.ensureStreams(ctx); err != nil {
 			return err
 		}
 	}
@@ -285,6 +285,31 @@ func (c *Coordinator) run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return fetchErr
+}
+
+// ensureStreams runs EnsureStreams until it succeeds, as long as what
+// fails is a timeout or JetStream not answering (a cluster electing its
+// leaders, a server still starting): a coordinator started beside its
+// servers waits for them instead of exiting. Other errors end Run.
+func (c *Coordinator) ensureStreams(ctx context.Context) error {
+	for delay := 250 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		err := EnsureStreams(ctx, c.js, c.ns, c.cfg.Streams)
+		if err == nil || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		c.log.Warn("coordinator: streams not ready, trying again", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// transient reports whether err is JetStream not answering yet.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // shard maps a message to the worker that owns its saga: the saga id is the

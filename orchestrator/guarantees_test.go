@@ -302,3 +302,26 @@ func TestReadsTrustOnlyTheServersHeaders(t *testing.T) {
 	}
 	assertLiveEqualsReplay(t, b.js)
 }
+
+// TestCoordinatorWaitsForJetStream: a coordinator started while its server
+// is down (a cluster electing leaders, a server still starting) waits for
+// JetStream instead of exiting, then runs sagas.
+func TestCoordinatorWaitsForJetStream(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.srv.Shutdown()
+	stopErr, _ := b.startCoordinator(b.js)
+	time.Sleep(1500 * time.Millisecond) // its first attempts to ensure the streams fail
+	if err := b.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	if _, err := b.client.Start(context.Background(), transferPlan("late-server")); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("late-server", orchestrator.Committed)
+	if err := stopErr(); err != nil {
+		t.Fatalf("coordinator: %v", err)
+	}
+}
