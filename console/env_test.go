@@ -45,7 +45,7 @@ func newEnv(t *testing.T, cfg console.Config) *env {
 	srv := testenv.NATS(t)
 	_, js := testenv.Connect(t, srv.URL())
 	ctx := context.Background()
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, js: js}
@@ -53,7 +53,7 @@ func newEnv(t *testing.T, cfg console.Config) *env {
 	for _, p := range []string{"bank-a", "bank-b", "post"} {
 		e.participant(p)
 	}
-	e.client = orchestrator.NewClient(js, events.Default)
+	e.client = orchestrator.NewClient(js, events.Default())
 	t.Cleanup(e.client.Close)
 	cfg.Client = e.client
 	c, err := console.New(ctx, cfg)
@@ -67,7 +67,7 @@ func newEnv(t *testing.T, cfg console.Config) *env {
 }
 
 func (e *env) coordinator() {
-	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: e.js, Namespace: events.Default, Workers: 4,
+	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: e.js, Namespace: events.Default(), Workers: 4,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		e.t.Fatal(err)
@@ -107,8 +107,8 @@ func answer(cmd events.Command) (status events.Status, reason string, drop bool)
 // participant answers the commands for p until the test ends.
 func (e *env) participant(p string) {
 	ctx := context.Background()
-	cons, err := e.js.CreateOrUpdateConsumer(ctx, events.Default.CommandsStream(), jetstream.ConsumerConfig{
-		Durable: "test_" + p, FilterSubject: events.Default.CommandFilter(p), AckPolicy: jetstream.AckExplicitPolicy})
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, events.Default().CommandsStream(), jetstream.ConsumerConfig{
+		Durable: "test_" + p, FilterSubject: events.Default().CommandFilter(p), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func (e *env) participant(p string) {
 			o.Result = []byte(fmt.Sprintf(`{"tx":"%s-%s"}`, p, cmd.Step))
 		}
 		data, _ := o.Encode()
-		msg := nats.NewMsg(events.Default.Event(p, cmd.SagaID))
+		msg := nats.NewMsg(events.Default().Event(p, cmd.SagaID))
 		msg.Data = data
 		msg.Header.Set(events.HeaderMsgID, events.OutcomeMsgID(&o, 0))
 		if _, err := e.js.PublishMsg(ctx, msg); err != nil {

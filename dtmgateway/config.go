@@ -36,7 +36,7 @@ type Config struct {
 	// Required; the streams and the state bucket must exist (the
 	// coordinator creates them).
 	JetStream jetstream.JetStream
-	// Namespace selects the deployment. Default events.Default.
+	// Namespace selects the deployment. Default events.Default().
 	Namespace events.Namespace
 	// Participant is the name of the HTTP participant that runs the steps.
 	// Default httpparticipant.DefaultName.

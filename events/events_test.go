@@ -364,7 +364,7 @@ func TestTickAndControl(t *testing.T) {
 }
 
 func TestSubjects(t *testing.T) {
-	n := Default
+	n := Default()
 	for _, tc := range []struct {
 		subject string
 		want    Subject
@@ -393,8 +393,8 @@ func TestSubjects(t *testing.T) {
 }
 
 func TestNamespaceNames(t *testing.T) {
-	if Default.SagasStream() != "SAGAS" || Default.CommandsStream() != "SAGA_CMDS" || Default.StateBucket() != "saga_state" {
-		t.Fatal(Default.SagasStream(), Default.CommandsStream(), Default.StateBucket())
+	if Default().SagasStream() != "SAGAS" || Default().CommandsStream() != "SAGA_CMDS" || Default().StateBucket() != "saga_state" {
+		t.Fatal(Default().SagasStream(), Default().CommandsStream(), Default().StateBucket())
 	}
 	acme, err := NewNamespace("acme")
 	if err != nil {

@@ -34,7 +34,7 @@ func TestFramingMatchesHeaderTable(t *testing.T) {
 	if len(table) != 5 {
 		t.Fatalf("found %d rows in §4.2's table, want 5", len(table))
 	}
-	ns := Default
+	ns := Default()
 	start := Start{V: Version, SagaID: "s1", Name: "n", Steps: []Step{{Name: "a", Participant: "p", Action: "A", Compensation: "U", After: []string{}}}}
 	cmd := Command{V: Version, SagaID: "s1", Participant: "p", Step: "a", Op: OpDo, Attempt: 2, Action: "A", Retry: DefaultRetry()}
 	out := Outcome{V: Version, SagaID: "s1", Participant: "p", Step: "a", Op: OpDo, Attempt: 2, Status: Succeeded}

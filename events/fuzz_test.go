@@ -80,24 +80,24 @@ func FuzzParseSubject(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, subject string) {
-		s, err := Default.Parse(subject)
+		s, err := Default().Parse(subject)
 		if err != nil {
 			return
 		}
 		var rebuilt string
 		switch s.Kind {
 		case KindStart:
-			rebuilt = Default.Start(s.SagaID)
+			rebuilt = Default().Start(s.SagaID)
 		case KindEvent:
-			rebuilt = Default.Event(s.Participant, s.SagaID)
+			rebuilt = Default().Event(s.Participant, s.SagaID)
 		case KindCommand:
-			rebuilt = Default.Command(s.Participant, s.SagaID)
+			rebuilt = Default().Command(s.Participant, s.SagaID)
 		case KindTick:
-			rebuilt = Default.Tick(s.SagaID)
+			rebuilt = Default().Tick(s.SagaID)
 		case KindControl:
-			rebuilt = Default.Control(s.SagaID)
+			rebuilt = Default().Control(s.SagaID)
 		case KindSchedule:
-			rebuilt = Default.Schedule(s.SagaID)
+			rebuilt = Default().Schedule(s.SagaID)
 		}
 		if rebuilt != subject {
 			t.Fatalf("Parse(%q) = %+v rebuilds as %q", subject, s, rebuilt)

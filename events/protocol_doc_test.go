@@ -248,7 +248,7 @@ func namespaces(t *testing.T) []Namespace {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []Namespace{Default, other}
+	return []Namespace{Default(), other}
 }
 
 // fill replaces the placeholders of a documented name.
@@ -426,8 +426,8 @@ func TestProtocolDocSubjects(t *testing.T) {
 			KindControl: ns.Control("s1"), KindSchedule: ns.Schedule("s1"), KindCommand: ns.Command("bank-a", "s1"),
 		}
 		streams := map[string][]string{
-			Default.SagasStream():    ns.SagasStreamConfig(StreamOptions{}).Subjects,
-			Default.CommandsStream(): ns.CommandsStreamConfig(StreamOptions{}).Subjects,
+			Default().SagasStream():    ns.SagasStreamConfig(StreamOptions{}).Subjects,
+			Default().CommandsStream(): ns.CommandsStreamConfig(StreamOptions{}).Subjects,
 		}
 		kinds = kinds[:0]
 		for _, r := range tb.rows {
@@ -587,7 +587,7 @@ func TestProtocolDocStreams(t *testing.T) {
 	// TTLs its coordinator sets).
 	bt := doc.section(t, "3.3").table(t, "setting", "state bucket")
 	opts := StreamOptions{Replicas: 3}
-	bucket, stream := Default.StateBucketConfig(opts), Default.SagasStreamConfig(opts)
+	bucket, stream := Default().StateBucketConfig(opts), Default().SagasStreamConfig(opts)
 	storage, err := json.Marshal(bucket.Storage)
 	if err != nil {
 		t.Fatal(err)
@@ -631,8 +631,8 @@ func TestProtocolDocConsumers(t *testing.T) {
 			stream  string
 			filters []string
 		}{
-			ns.CoordinatorConsumer():         {Default.SagasStream(), ns.CoordinatorFilters()},
-			ns.ParticipantConsumer("bank-a"): {Default.CommandsStream(), []string{ns.CommandFilter("bank-a")}},
+			ns.CoordinatorConsumer():         {Default().SagasStream(), ns.CoordinatorFilters()},
+			ns.ParticipantConsumer("bank-a"): {Default().CommandsStream(), []string{ns.CommandFilter("bank-a")}},
 		}
 		seen := 0
 		for _, r := range tb.rows {

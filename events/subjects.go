@@ -82,13 +82,13 @@ type Namespace struct {
 	prefix string
 }
 
-// Default is the namespace with DefaultPrefix.
-var Default = Namespace{prefix: DefaultPrefix}
+// Default returns the namespace with DefaultPrefix.
+func Default() Namespace { return Namespace{prefix: DefaultPrefix} }
 
 // NewNamespace returns the namespace for prefix ("" means DefaultPrefix).
 func NewNamespace(prefix string) (Namespace, error) {
 	if prefix == "" {
-		return Default, nil
+		return Default(), nil
 	}
 	if err := validPrefix(prefix); err != nil {
 		return Namespace{}, fieldErr("prefix", "%q %v", prefix, err)
@@ -100,7 +100,7 @@ func NewNamespace(prefix string) (Namespace, error) {
 // where "no namespace" means the default one.
 func (n Namespace) OrDefault() Namespace {
 	if n == (Namespace{}) {
-		return Default
+		return Default()
 	}
 	return n
 }

@@ -47,7 +47,7 @@ type Config struct {
 	// The streams must exist; the participant creates or updates only its
 	// durable consumer, which every instance of the same Name shares.
 	JetStream jetstream.JetStream
-	// Namespace selects the subjects and streams. Default events.Default.
+	// Namespace selects the subjects and streams. Default events.Default().
 	Namespace events.Namespace
 	// Allow lists the URLs steps may call (hosts or URL prefixes, see
 	// [AllowList]); redirects are followed only within it. Required: a

@@ -126,7 +126,7 @@ func setup(t *testing.T, tune func(*httpparticipant.Config)) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	coord, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: js, SkipEnsureStreams: true, Logger: quiet})
@@ -150,7 +150,7 @@ func setup(t *testing.T, tune func(*httpparticipant.Config)) *env {
 			t.Errorf("participant: %v", err)
 		}
 	}()
-	client := orchestrator.NewClient(js, events.Default)
+	client := orchestrator.NewClient(js, events.Default())
 	t.Cleanup(client.Close)
 	return &env{js: js, client: client, svc: svc, part: p}
 }
@@ -318,7 +318,7 @@ func TestGracefulShutdown(t *testing.T) {
 	_, js := testenv.Connect(t, srv.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	svc := newService(t)
@@ -330,7 +330,7 @@ func TestGracefulShutdown(t *testing.T) {
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(pctx) }()
-	client := orchestrator.NewClient(js, events.Default)
+	client := orchestrator.NewClient(js, events.Default())
 	defer client.Close()
 	raw, _ := httpparticipant.Payload{Action: svc.URL + "/api/Slow", Compensate: svc.URL + "/api/SlowC"}.Encode()
 	id, err := client.Start(ctx, httpStep(orchestrator.NewPlan("dtm"), "01", raw))
@@ -384,7 +384,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 func TestPoisonCommandsAreRejected(t *testing.T) {
 	e := setup(t, nil)
 	ctx := context.Background()
-	ns := events.Default
+	ns := events.Default()
 	publish := func(saga string, data []byte) {
 		t.Helper()
 		if _, err := e.js.Publish(ctx, ns.Command(httpparticipant.DefaultName, saga), data); err != nil {

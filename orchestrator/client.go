@@ -48,7 +48,7 @@ type Client struct {
 }
 
 // NewClient returns a client for namespace ns (the zero Namespace means
-// events.Default). Close releases its watch.
+// events.Default()). Close releases its watch.
 func NewClient(js jetstream.JetStream, ns events.Namespace, opts ...ClientOption) *Client {
 	ns = ns.OrDefault()
 	c := &Client{js: js, ns: ns, waiters: map[string]map[chan []byte]struct{}{}, done: make(chan struct{})}

@@ -16,13 +16,14 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/groupcommit"
 )
 
 // Config configures a Coordinator. Only JetStream is required.
 type Config struct {
 	// JetStream is the connection the coordinator uses. Required.
 	JetStream jetstream.JetStream
-	// Namespace of the deployment. Default events.Default.
+	// Namespace of the deployment. Default events.Default().
 	Namespace events.Namespace
 	// Streams are the options EnsureStreams applies at start. Default: one
 	// replica, 7 days max age.
@@ -48,6 +49,12 @@ type Config struct {
 	// MaxAckPending bounds the messages in flight per consumer (shared by all
 	// instances). Default DefaultMaxAckPending.
 	MaxAckPending int
+	// AtomicBatchMin turns on group commit: when at least this many writes
+	// to one stream (states, commands, timers) gather while the previous
+	// ones are being stored, they are stored as one JetStream atomic batch.
+	// Default 0: every write is published on its own (on one 2-core
+	// machine batches cost more than they save; README › Performance).
+	AtomicBatchMin int
 	// CacheSize bounds the states kept in memory per instance. Default
 	// DefaultCacheSize.
 	CacheSize int
@@ -96,6 +103,9 @@ func (c *Config) validate() error {
 		if *f.value == 0 {
 			*f.value = f.def
 		}
+	}
+	if c.AtomicBatchMin < 0 || c.AtomicBatchMin == 1 {
+		return &configError{"AtomicBatchMin", fmt.Sprintf("is %d, must be 0 (no group commit) or at least 2", c.AtomicBatchMin)}
 	}
 	if c.AckWait < 0 {
 		return &configError{"AckWait", fmt.Sprintf("is %v, must be >= 0 (0 means %v)", c.AckWait, DefaultAckWait)}
@@ -157,7 +167,20 @@ type Coordinator struct {
 		processed, applied, ignored, rejected, conflicts, commands, timers, errors, unconsumed atomic.Uint64
 	}
 	check *consumerCheck // set by Run
+	out   *outputs       // set by Run
 	obs   *observer
+}
+
+// outputs are the coordinator's publishers, one per stream it
+// writes: states into the bucket, commands, timers into the sagas stream.
+type outputs struct {
+	states, commands, timers *groupcommit.Publisher
+}
+
+func (o *outputs) close() {
+	o.states.Close()
+	o.commands.Close()
+	o.timers.Close()
 }
 
 // NewCoordinator validates cfg and returns a coordinator; Run starts it.
@@ -207,13 +230,23 @@ func (c *Coordinator) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orchestrator: stream %s: %w", c.ns.SagasStream(), err)
 	}
-	// A finished saga's state lives a little longer than its messages.
-	ttlAllowed, err := bucketAllowsTTL(ctx, kv)
+	bucket, err := bucketStream(ctx, kv)
 	if err != nil {
 		return fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
 	}
-	states := newStateWriter(c.js, kv, sagas.CachedInfo().Config.MaxAge, ttlAllowed)
-	if !ttlAllowed {
+	cmds, err := c.js.Stream(ctx, c.ns.CommandsStream())
+	if err != nil {
+		return fmt.Errorf("orchestrator: stream %s: %w", c.ns.CommandsStream(), err)
+	}
+	// Every write goes through the publisher of its stream.
+	bm := c.cfg.AtomicBatchMin
+	out := outputs{states: newPublisher(c.js, bucket, bm), commands: newPublisher(c.js, cmds.CachedInfo().Config, bm),
+		timers: newPublisher(c.js, sagas.CachedInfo().Config, bm)}
+	defer out.close()
+	c.out = &out
+	// A finished saga's state lives a little longer than its messages.
+	states := newStateWriter(kv, out.states, sagas.CachedInfo().Config.MaxAge, bucket.AllowMsgTTL)
+	if !bucket.AllowMsgTTL {
 		c.log.Warn("coordinator: the state bucket does not allow per-key TTLs, so finished sagas' states are kept forever; start a coordinator that ensures the streams (or run orchestrator.EnsureStreams) to update it",
 			"bucket", c.ns.StateBucket())
 	}
@@ -481,7 +514,7 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 			continue
 		}
 		tctx, end := w.c.obs.transition(ctx, e.state, next, res.State)
-		ne, err := w.write(ctx, in.SagaID, e.rev, res.State)
+		ne, err := w.transition(ctx, tctx, in.SagaID, e, res.State)
 		if errors.Is(err, errConflict) {
 			end(err)
 			if conflicts++; conflicts > 50 {
@@ -489,13 +522,10 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 			}
 			continue
 		}
-		if err != nil {
-			end(err)
-			return err
+		if ne != nil {
+			w.c.obs.written(e.state, next, res.State)
+			w.count(*next, e.state != nil, res.Rejected)
 		}
-		w.c.obs.written(e.state, next, res.State)
-		w.count(*next, e.state != nil, res.Rejected)
-		err = w.flush(tctx, ne)
 		end(err)
 		if err != nil {
 			return err
@@ -504,6 +534,37 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 			return nil
 		}
 	}
+}
+
+// transition stores st, the state that follows e, and publishes its
+// output (st.Pending). It returns the new entry once the state is written
+// (even if the output could not be published: the entry is then not
+// flushed), and errConflict if another instance wrote first.
+//
+// The state and the output are written at once, not one after the other:
+// every transition is the fold of the saga's inputs in stream order (see
+// order.go), so the output of a transition is the output of that prefix of
+// the stream, whoever computes it and whether or not its state is stored —
+// an instance that loses the compare-and-set has published commands that the
+// winner publishes too (message ids make them one). The exception is a
+// saga's first transition: it records the instance's default step timeout
+// (Config.StepTimeout), which instances may disagree on, so its output is
+// published only once its state is stored.
+func (w *worker) transition(ctx, tctx context.Context, id string, e *cacheEntry, st *State) (*cacheEntry, error) {
+	if e.state == nil {
+		ne, err := w.write(ctx, id, e.rev, st)
+		if err != nil {
+			return nil, err
+		}
+		return ne, w.flush(tctx, ne)
+	}
+	sent := w.c.send(tctx, id, st.Pending, st.Trace)
+	ne, err := w.write(ctx, id, e.rev, st)
+	if serr := sent(); err == nil {
+		ne.flushed = serr == nil
+		err = serr
+	}
+	return ne, err
 }
 
 // count records the fate of an input that was applied or ignored (hadSaga:
@@ -586,56 +647,78 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 	return nil
 }
 
-// publish sends commands and the timer of one transition and waits for
-// every acknowledgement. The schedule carries no message id: publishing it
-// again only replaces it with itself, while an id could make JetStream drop a
-// later schedule for the same due time as a duplicate.
-func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, trace Trace) (err error) {
+// publish sends the commands and the timer of one transition and waits for
+// every acknowledgement.
+func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, trace Trace) error {
+	return c.send(ctx, sagaID, p, trace)()
+}
+
+// send starts publishing the commands and the timer of one transition and
+// returns the function that waits for their acknowledgements. The schedule
+// carries no message id: publishing it again only replaces it with itself,
+// while an id could make JetStream drop a later schedule for the same due
+// time as a duplicate.
+func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace Trace) (wait func() error) {
+	if p == nil {
+		return func() error { return nil }
+	}
 	var ends []func(error) // the commands' spans, when tracing
-	defer func() {
+	fail := func(err error) func() error {
 		for _, end := range ends {
 			end(err)
 		}
-	}()
-	futures := make([]jetstream.PubAckFuture, 0, len(p.Commands)+1)
+		return func() error { return err }
+	}
+	msgs := make([]*nats.Msg, 0, len(p.Commands))
 	for i := range p.Commands {
 		cmd := &p.Commands[i]
 		m, err := c.ns.CommandMsg(cmd, trace)
 		if err != nil {
-			return fmt.Errorf("encode command: %w", err)
+			return fail(fmt.Errorf("encode command: %w", err))
 		}
 		if end := c.obs.command(ctx, m.Header, cmd, trace); end != nil {
 			ends = append(ends, end)
 		}
-		f, err := c.js.PublishMsgAsync(m)
-		if err != nil {
-			return fmt.Errorf("publish command: %w", err)
-		}
-		futures = append(futures, f)
+		msgs = append(msgs, m)
 	}
+	commands, err := c.out.commands.Submit(ctx, msgs...)
+	if err != nil {
+		return fail(fmt.Errorf("publish commands: %w", err))
+	}
+	var timer *groupcommit.Call
 	if p.ScheduleMS != 0 {
 		m, err := c.ns.ScheduleMsg(sagaID, p.ScheduleMS)
 		if err != nil {
-			return err
+			return fail(err)
 		}
-		f, err := c.js.PublishMsgAsync(m)
-		if err != nil {
-			return fmt.Errorf("schedule timer: %w", err)
+		if timer, err = c.out.timers.Submit(ctx, m); err != nil {
+			return fail(fmt.Errorf("schedule timer: %w", err))
 		}
-		futures = append(futures, f)
 	}
-	if err := awaitAcks(ctx, c.js, futures); err != nil {
-		return err
+	return func() (err error) {
+		defer func() {
+			for _, end := range ends {
+				end(err)
+			}
+		}()
+		if _, err := commands.Wait(ctx); err != nil {
+			return fmt.Errorf("publish commands: %w", err)
+		}
+		if timer != nil {
+			if _, err := timer.Wait(ctx); err != nil {
+				return fmt.Errorf("schedule timer: %w", err)
+			}
+		}
+		c.stats.commands.Add(uint64(len(p.Commands)))
+		c.obs.published(p)
+		for i := range p.Commands {
+			c.check.sent(p.Commands[i].Participant)
+		}
+		if p.ScheduleMS != 0 {
+			c.stats.timers.Add(1)
+		}
+		return nil
 	}
-	c.stats.commands.Add(uint64(len(p.Commands)))
-	c.obs.published(p)
-	for i := range p.Commands {
-		c.check.sent(p.Commands[i].Participant)
-	}
-	if p.ScheduleMS != 0 {
-		c.stats.timers.Add(1)
-	}
-	return nil
 }
 
 // stateCache is a worker's bounded cache of saga states. A worker owns its
@@ -682,36 +765,4 @@ func (e *cacheEntry) seq() uint64 {
 		return 0
 	}
 	return e.state.Seq
-}
-
-// awaitAcks waits for every publish acknowledgement. Acks of a connection
-// that was closed never come, so it checks for that too.
-func awaitAcks(ctx context.Context, js jetstream.JetStream, futures []jetstream.PubAckFuture) error {
-	var tick *time.Ticker
-	for _, f := range futures {
-		for done := false; !done; {
-			select {
-			case <-f.Ok():
-				done = true
-			default:
-				if tick == nil {
-					tick = time.NewTicker(100 * time.Millisecond)
-					defer tick.Stop()
-				}
-				select {
-				case <-f.Ok():
-					done = true
-				case err := <-f.Err():
-					return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-tick.C:
-					if js.Conn().IsClosed() {
-						return fmt.Errorf("publish %s: %w", f.Msg().Subject, nats.ErrConnectionClosed)
-					}
-				}
-			}
-		}
-	}
-	return nil
 }

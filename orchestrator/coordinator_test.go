@@ -34,10 +34,10 @@ func setup(t *testing.T) *bundle {
 	srv := testenv.NATS(t)
 	nc, js := testenv.Connect(t, srv.URL())
 	ctx := context.Background()
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	client := orchestrator.NewClient(js, events.Default)
+	client := orchestrator.NewClient(js, events.Default())
 	t.Cleanup(client.Close)
 	return &bundle{t: t, srv: srv, nc: nc, js: js, client: client}
 }
@@ -111,8 +111,8 @@ func (b *bundle) respond(participant string, decide func(events.Command) decisio
 	b.t.Helper()
 	r := &responder{}
 	ctx := context.Background()
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, events.Default.CommandsStream(), jetstream.ConsumerConfig{
-		Durable: "test_" + participant, FilterSubject: events.Default.CommandFilter(participant),
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, events.Default().CommandsStream(), jetstream.ConsumerConfig{
+		Durable: "test_" + participant, FilterSubject: events.Default().CommandFilter(participant),
 		AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
@@ -142,7 +142,7 @@ func (b *bundle) respond(participant string, decide func(events.Command) decisio
 		o := events.Outcome{V: 1, SagaID: cmd.SagaID, Participant: participant, Step: cmd.Step, Op: cmd.Op,
 			Attempt: cmd.Attempt, Status: d.status, Reason: d.reason}
 		data, _ := o.Encode()
-		msg := nats.NewMsg(events.Default.Event(participant, cmd.SagaID))
+		msg := nats.NewMsg(events.Default().Event(participant, cmd.SagaID))
 		msg.Data = data
 		msg.Header.Set(events.HeaderMsgID, events.OutcomeMsgID(&o, 0))
 		if d.delay > 0 {
@@ -318,7 +318,7 @@ func TestCoordinatorTimeoutWhileDown(t *testing.T) {
 	})
 	stop()
 	// The timer falls due with no coordinator running: its tick is stored.
-	waitForMessage(t, b.js, events.Default.Tick("slow"))
+	waitForMessage(t, b.js, events.Default().Tick("slow"))
 	b.runCoordinator(b.js)
 	st := b.wait("slow", orchestrator.Compensated)
 	if st.Steps[1].Status != orchestrator.StepCompensated || undone.Load() == 0 {
@@ -343,7 +343,7 @@ func TestCoordinatorRejectsBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ns := events.Default
+	ns := events.Default()
 	publish(ns.Start("bad1"), "", []byte(`{"v":1,"saga_id":"bad1"`))
 	publish(ns.Start("bad2"), "", []byte(`{"v":9,"saga_id":"bad2"}`))
 	publish(ns.Start("bad3"), "", []byte(`{"v":1,"saga_id":"bad3","name":"n","steps":[
@@ -455,7 +455,7 @@ func TestCoordinatorPassesTraceContext(t *testing.T) {
 			continue
 		}
 		cmds++
-		m, err := b.js.Stream(context.Background(), events.Default.CommandsStream())
+		m, err := b.js.Stream(context.Background(), events.Default().CommandsStream())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -478,18 +478,18 @@ func TestEnsureStreamsIsIdempotent(t *testing.T) {
 	t.Parallel()
 	b := setup(t) // created them once
 	ctx := context.Background()
-	s, err := b.js.Stream(ctx, events.Default.SagasStream())
+	s, err := b.js.Stream(ctx, events.Default().SagasStream())
 	if err != nil {
 		t.Fatal(err)
 	}
 	created := s.CachedInfo().Created
-	if err := orchestrator.EnsureStreams(ctx, b.js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, b.js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := orchestrator.EnsureStreams(ctx, b.js, events.Default, events.StreamOptions{MaxAge: time.Hour}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, b.js, events.Default(), events.StreamOptions{MaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	s, err = b.js.Stream(ctx, events.Default.SagasStream())
+	s, err = b.js.Stream(ctx, events.Default().SagasStream())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,12 +49,16 @@
 // sagas stream. Messages of one saga go to one worker of an instance, in
 // order. Per message a worker loads the state (from its cache, or the state
 // bucket with its revision), computes Next, writes the new state with
-// compare-and-set, then publishes the transition's commands and timer (kept in
-// State.Pending) and acks. Writing before publishing means no command is ever
-// published for a transition that lost its compare-and-set; a crash between
-// the write and the publish is repaired by whoever loads the state next,
-// which publishes Pending again (message ids make that idempotent). On a
-// conflict with another instance the worker reloads and recomputes. An input
+// compare-and-set and publishes the transition's commands and timer (kept in
+// State.Pending) at the same time, and acks once both are stored. Inputs are
+// applied in stream order (below), so a transition's output is a function of
+// the stream up to its input: commands published by an instance that loses
+// the compare-and-set are the winner's too (message ids make them one). Only
+// a saga's first transition, which records the instance's default step
+// timeout, publishes after its write. A crash before the publish is repaired
+// by whoever loads the state next, which publishes Pending again (message ids
+// make that idempotent). On a conflict with another instance the worker
+// reloads and recomputes. An input
 // that a cached state would drop is checked against the bucket first, since
 // another instance may have moved the saga on.
 // The first transition is written like the others, so a saga is listed from

@@ -29,7 +29,7 @@ func Example() {
 	defer env.stop()
 
 	// The service that wants a transfer only needs a client.
-	client := orchestrator.NewClient(env.js, events.Default)
+	client := orchestrator.NewClient(env.js, events.Default())
 	defer client.Close()
 	plan := orchestrator.NewPlan("transfer").
 		Step("debit", bank.BankA, "TransOut", "TransOutCompensate", bank.TransferReq{UserID: 1, Amount: 30_00}).
@@ -88,7 +88,7 @@ func startExample(ctx context.Context) *exampleEnv {
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	// The coordinator creates the streams and the state bucket.
-	if err := orchestrator.EnsureStreams(ctx, e.js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, e.js, events.Default(), events.StreamOptions{}); err != nil {
 		log.Fatal(err)
 	}
 	coord, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: e.js, Logger: quiet})

@@ -94,7 +94,7 @@ func TestFirstStartRuns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := nats.NewMsg(events.Default.Start(start.SagaID))
+		m := nats.NewMsg(events.Default().Start(start.SagaID))
 		m.Data = data
 		m.Header.Set(events.HeaderMsgID, msgID)
 		if _, err := b.js.PublishMsg(ctx, m); err != nil {
@@ -279,11 +279,11 @@ func TestReadsTrustOnlyTheServersHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := nats.NewMsg(events.Default.Start("forged"))
+	m := nats.NewMsg(events.Default().Start("forged"))
 	m.Data = data
 	m.Header.Set(events.HeaderMsgID, "forged/start")
 	m.Header.Set("Nats-Sequence", "999")
-	m.Header.Set("Nats-Subject", events.Default.Start("other"))
+	m.Header.Set("Nats-Subject", events.Default().Start("other"))
 	m.Header.Set("Nats-Time-Stamp", "2001-01-01T00:00:00Z")
 	ack, err := b.js.PublishMsg(ctx, m)
 	if err != nil {
@@ -297,7 +297,7 @@ func TestReadsTrustOnlyTheServersHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tl) != 5 || tl[0].Seq != ack.Sequence || tl[0].Subject != events.Default.Start("forged") || tl[0].Time.Year() < 2020 {
+	if len(tl) != 5 || tl[0].Seq != ack.Sequence || tl[0].Subject != events.Default().Start("forged") || tl[0].Time.Year() < 2020 {
 		t.Fatalf("timeline %+v, want the start at seq %d first and 5 entries", tl, ack.Sequence)
 	}
 	assertLiveEqualsReplay(t, b.js)

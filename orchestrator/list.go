@@ -179,7 +179,7 @@ func (c *Client) Index(ctx context.Context) (*Index, error) {
 		return nil, fmt.Errorf("sagas stream %s: %w", c.ns.SagasStream(), err)
 	}
 	ix := &Index{now: time.Now, byID: map[string]*Summary{}, changed: make(chan struct{}), done: make(chan struct{})}
-	if ok, err := bucketAllowsTTL(ctx, kv); err == nil && ok {
+	if cfg, err := bucketStream(ctx, kv); err == nil && cfg.AllowMsgTTL {
 		ix.ttl = FinishedStateTTL(info.Config.MaxAge)
 	}
 	wctx, cancel := context.WithCancel(context.Background())

@@ -31,10 +31,10 @@ func newListBucket(t testing.TB) *listBucket {
 	t.Helper()
 	srv := testenv.NATS(t)
 	_, js := testenv.Connect(t, srv.URL())
-	if err := orchestrator.EnsureStreams(context.Background(), js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(context.Background(), js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c := orchestrator.NewClient(js, events.Default)
+	c := orchestrator.NewClient(js, events.Default())
 	t.Cleanup(c.Close)
 	return &listBucket{js: js, client: c}
 }
@@ -64,7 +64,7 @@ func fakeState(id, name string, status orchestrator.Status, participants [2]stri
 // asynchronous publishes: fast enough for hundreds of thousands.
 func (b *listBucket) put(t testing.TB, states ...*orchestrator.State) {
 	t.Helper()
-	prefix := "$KV." + events.Default.StateBucket() + "."
+	prefix := "$KV." + events.Default().StateBucket() + "."
 	for i, st := range states {
 		data, err := json.Marshal(st)
 		if err != nil {
@@ -256,7 +256,7 @@ func TestIndexFollowsTheBucket(t *testing.T) {
 	changed := ix.Changed()
 	b.put(t, fakeState("a", "transfer", orchestrator.Compensated, [2]string{"bank-a", "bank-b"}, now.UnixMilli()-3000, now.UnixMilli()+1),
 		fakeState("c", "refund", orchestrator.Running, [2]string{"shop", "bank-b"}, now.UnixMilli(), now.UnixMilli()))
-	kv, err := b.js.KeyValue(t.Context(), events.Default.StateBucket())
+	kv, err := b.js.KeyValue(t.Context(), events.Default().StateBucket())
 	if err != nil {
 		t.Fatal(err)
 	}

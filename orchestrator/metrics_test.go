@@ -189,12 +189,12 @@ func TestCoordinatorMetrics(t *testing.T) {
 		t.Errorf("oldest parked saga's age = %v (present %v), want > 0", age, ok)
 	}
 	// The consumers, read from JetStream: the coordinators' and both banks'.
-	for _, consumer := range []string{events.Default.CoordinatorConsumer(), "test_bank-a", "test_bank-b"} {
+	for _, consumer := range []string{events.Default().CoordinatorConsumer(), "test_bank-a", "test_bank-b"} {
 		if _, ok := f.Value("jetsaga_consumer_ack_pending_messages", "consumer="+consumer); !ok {
 			t.Errorf("no ack-pending count for consumer %s", consumer)
 		}
 	}
-	if got, _ := f.Value("jetsaga_consumer_pending_messages", "consumer="+events.Default.CoordinatorConsumer()); got != 0 {
+	if got, _ := f.Value("jetsaga_consumer_pending_messages", "consumer="+events.Default().CoordinatorConsumer()); got != 0 {
 		t.Errorf("coordinator consumer pending %v, want 0", got)
 	}
 	// No label holds a saga id.

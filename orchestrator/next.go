@@ -50,8 +50,8 @@ type Result struct {
 
 // Next is the saga state machine: a pure, deterministic function of the
 // previous state (nil if the saga is unknown) and one input. The coordinator
-// writes the new state (its Pending output included) with compare-and-set,
-// then publishes the commands and the timer, then acks; it applies each
+// writes the new state (its Pending output included) with compare-and-set
+// and publishes the commands and the timer, then acks; it applies each
 // saga's inputs in stream order, so replay, which folds the stream through
 // the same function, rebuilds exactly the states it wrote.
 //

@@ -25,7 +25,7 @@ func (b *bundle) publishOutcome(participant string, cmd events.Command, status e
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	msg := nats.NewMsg(events.Default.Event(participant, cmd.SagaID))
+	msg := nats.NewMsg(events.Default().Event(participant, cmd.SagaID))
 	msg.Data = data
 	msg.Header.Set(events.HeaderMsgID, events.OutcomeMsgID(&o, 0))
 	if _, err := b.js.PublishMsg(context.Background(), msg); err != nil {
@@ -39,7 +39,7 @@ func (b *bundle) coordinatorConsumer() jetstream.Consumer {
 	b.t.Helper()
 	var cons jetstream.Consumer
 	testenv.CheckFor(b.t, 10*time.Second, 20*time.Millisecond, func() (err error) {
-		cons, err = b.js.Consumer(context.Background(), events.Default.SagasStream(), events.Default.CoordinatorConsumer())
+		cons, err = b.js.Consumer(context.Background(), events.Default().SagasStream(), events.Default().CoordinatorConsumer())
 		return err
 	})
 	return cons
@@ -64,8 +64,8 @@ func TestInputsAppliedInStreamOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The credit's command, which bank-b (down so far) would read.
-	cmds, err := b.js.CreateOrUpdateConsumer(ctx, events.Default.CommandsStream(), jetstream.ConsumerConfig{
-		Durable: "test_bank-b", FilterSubject: events.Default.CommandFilter("bank-b"), AckPolicy: jetstream.AckExplicitPolicy,
+	cmds, err := b.js.CreateOrUpdateConsumer(ctx, events.Default().CommandsStream(), jetstream.ConsumerConfig{
+		Durable: "test_bank-b", FilterSubject: events.Default().CommandFilter("bank-b"), AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -97,11 +97,11 @@ func TestInputsAppliedInStreamOrder(t *testing.T) {
 	if !ok {
 		return
 	}
-	if m.Subject() != events.Default.Event("bank-b", "zombie") {
+	if m.Subject() != events.Default().Event("bank-b", "zombie") {
 		t.Fatalf("the zombie holds %s, want the credit's outcome", m.Subject())
 	}
 	// The tick is stored after the outcome.
-	tickSeq := waitForMessage(t, b.js, events.Default.Tick("zombie"))
+	tickSeq := waitForMessage(t, b.js, events.Default().Tick("zombie"))
 	outcomeMeta, _ := m.Metadata()
 	if tickSeq < outcomeMeta.Sequence.Stream {
 		t.Fatalf("the tick (%d) was stored before the outcome (%d)", tickSeq, outcomeMeta.Sequence.Stream)
@@ -119,7 +119,7 @@ func TestInputsAppliedInStreamOrder(t *testing.T) {
 func waitForMessage(t *testing.T, js jetstream.JetStream, subject string) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	stream, err := js.Stream(ctx, events.Default.SagasStream())
+	stream, err := js.Stream(ctx, events.Default().SagasStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func assertLiveEqualsReplay(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	// The harness's coordinators run without a default step timeout
 	// (startCoordinator): replay must be given the same.
-	rep, err := orchestrator.Replay(context.Background(), js, events.Default, "rebuilt", orchestrator.ReplayOptions{Compare: true, StepTimeout: -1})
+	rep, err := orchestrator.Replay(context.Background(), js, events.Default(), "rebuilt", orchestrator.ReplayOptions{Compare: true, StepTimeout: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

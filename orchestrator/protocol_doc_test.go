@@ -217,10 +217,10 @@ func TestProtocolDocStateBucket(t *testing.T) {
 	_, js := testenv.Connect(t, srv.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, events.BucketStream(events.Default.StateBucket()))
+	s, err := js.Stream(ctx, events.BucketStream(events.Default().StateBucket()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/groupcommit"
 )
 
 // ReplayOptions configure Fold and Replay.
@@ -114,6 +115,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bu
 	return rep, nil
 }
 
+// replayBatchMin: a replay writes hundreds of states at once, which atomic
+// batches store with a few syncs each.
+const replayBatchMin = 32
+
 // writeStates writes states (as Fold returns them) into kv, whatever its
 // keys hold, and returns them encoded. A finished saga's state gets its TTL
 // (FinishedStateTTL of the sagas stream's max age), as the coordinator
@@ -126,17 +131,48 @@ func writeStates(ctx context.Context, js jetstream.JetStream, ns events.Namespac
 	if err := fitBucketStream(ctx, js, kv.Bucket(), nil); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", kv.Bucket(), err)
 	}
-	w := newStateWriter(js, kv, sagas.CachedInfo().Config.MaxAge, true)
+	cfg, err := bucketStream(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	pub := newPublisher(js, cfg, replayBatchMin)
+	defer pub.Close()
+	w := newStateWriter(kv, pub, sagas.CachedInfo().Config.MaxAge, true)
 	encoded := make(map[string][]byte, len(states))
+	// Many writes in flight at once, so that they are committed in batches.
+	type inFlight struct {
+		id   string
+		call *groupcommit.Call
+	}
+	var window []inFlight
+	wait := func() error {
+		for _, f := range window {
+			if _, err := f.call.Wait(ctx); err != nil {
+				return fmt.Errorf("write saga %s into %s: %w", f.id, kv.Bucket(), err)
+			}
+		}
+		window = window[:0]
+		return nil
+	}
 	for id, st := range states {
 		data, err := encodeState(st)
 		if err != nil {
 			return nil, fmt.Errorf("encode saga %s: %w", id, err)
 		}
-		if err := w.overwrite(ctx, id, st, data); err != nil {
+		call, err := pub.Submit(ctx, w.message(id, data, w.ttlOf(st), nil))
+		if err != nil {
 			return nil, fmt.Errorf("write saga %s into %s: %w", id, kv.Bucket(), err)
 		}
+		window = append(window, inFlight{id, call})
+		if len(window) == 512 {
+			if err := wait(); err != nil {
+				return nil, err
+			}
+		}
 		encoded[id] = data
+	}
+	if err := wait(); err != nil {
+		return nil, err
 	}
 	return encoded, nil
 }

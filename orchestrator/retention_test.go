@@ -32,12 +32,12 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 		}
 	}
 	b.wait("done", orchestrator.Committed)
-	kvStream, err := b.js.Stream(ctx, events.BucketStream(events.Default.StateBucket()))
+	kvStream, err := b.js.Stream(ctx, events.BucketStream(events.Default().StateBucket()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ttlOf := func(id string) (string, error) {
-		m, err := kvStream.GetLastMsgForSubject(ctx, "$KV."+events.Default.StateBucket()+"."+id)
+		m, err := kvStream.GetLastMsgForSubject(ctx, "$KV."+events.Default().StateBucket()+"."+id)
 		if err != nil {
 			return "", err
 		}
@@ -58,13 +58,13 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 		}
 		return nil
 	})
-	kv, err := b.js.KeyValue(ctx, events.Default.StateBucket())
+	kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The start leaves the stream before the state leaves the bucket: Get
 	// never sees a finished saga as just started.
-	sagas, err := b.js.Stream(ctx, events.Default.SagasStream())
+	sagas, err := b.js.Stream(ctx, events.Default().SagasStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 		}
 		return fmt.Errorf("finished state still there (%v)", err)
 	})
-	if _, err := sagas.GetLastMsgForSubject(ctx, events.Default.Start("done")); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := sagas.GetLastMsgForSubject(ctx, events.Default().Start("done")); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("the start message outlived the state: %v", err)
 	}
 	if _, err := b.client.Get(ctx, "done"); err == nil {
@@ -99,11 +99,11 @@ func TestEnsureStreamsEnablesStateTTL(t *testing.T) {
 	srv := testenv.NATS(t)
 	_, js := testenv.Connect(t, srv.URL())
 	ctx := context.Background()
-	old := events.Default.StateBucketConfig(events.StreamOptions{})
+	old := events.Default().StateBucketConfig(events.StreamOptions{})
 	if _, err := js.CreateKeyValue(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := js.KeyValue(ctx, old.Bucket)
@@ -119,7 +119,7 @@ func TestEnsureStreamsEnablesStateTTL(t *testing.T) {
 		t.Fatalf("bucket: AllowMsgTTL %v, marker TTL %v; want TTLs without markers", bs.StreamInfo().Config.AllowMsgTTL, bs.LimitMarkerTTL())
 	}
 	// Ensuring again changes nothing.
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -137,11 +137,11 @@ func TestReplayIntoTheLiveBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.wait("done", orchestrator.Committed)
-	rep, err := orchestrator.Replay(ctx, b.js, events.Default, events.Default.StateBucket(), orchestrator.ReplayOptions{})
+	rep, err := orchestrator.Replay(ctx, b.js, events.Default(), events.Default().StateBucket(), orchestrator.ReplayOptions{})
 	if err != nil || rep.Rebuilt != 1 {
 		t.Fatalf("Replay = %+v, %v; want 1 saga rebuilt", rep, err)
 	}
-	s, err := b.js.Stream(ctx, events.BucketStream(events.Default.StateBucket()))
+	s, err := b.js.Stream(ctx, events.BucketStream(events.Default().StateBucket()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -101,7 +101,7 @@ func (b *bundle) checkAll(ids []string) {
 	})
 	got := map[string][]string{}
 	ctx := context.Background()
-	s, err := b.js.Stream(ctx, events.Default.CommandsStream())
+	s, err := b.js.Stream(ctx, events.Default().CommandsStream())
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/groupcommit"
 )
 
 // EnsureStreams creates the sagas and commands streams and the state bucket
@@ -45,7 +46,8 @@ func openOrCreateBucket(ctx context.Context, js jetstream.JetStream, cfg jetstre
 	return kv, err
 }
 
-// fitBucketStream makes a bucket's stream take per-message TTLs, without
+// fitBucketStream makes a bucket's stream take per-message TTLs and atomic
+// batches (the coordinator group-commits state writes), without
 // subject delete markers (nobody needs to learn that a finished saga
 // expired, and a marker would cost one more write per saga), and, if want is
 // set, want's replicas and history. It updates the stream itself, in one
@@ -59,25 +61,39 @@ func fitBucketStream(ctx context.Context, js jetstream.JetStream, bucket string,
 	}
 	have := s.CachedInfo().Config
 	cfg := have
-	cfg.AllowMsgTTL = true
+	cfg.AllowMsgTTL, cfg.AllowAtomicPublish = true, true
 	if want != nil {
 		cfg.Replicas, cfg.MaxMsgsPerSubject = want.Replicas, int64(want.History)
 	}
-	if cfg.AllowMsgTTL == have.AllowMsgTTL && cfg.Replicas == have.Replicas && cfg.MaxMsgsPerSubject == have.MaxMsgsPerSubject {
+	if cfg.AllowMsgTTL == have.AllowMsgTTL && cfg.AllowAtomicPublish == have.AllowAtomicPublish &&
+		cfg.Replicas == have.Replicas && cfg.MaxMsgsPerSubject == have.MaxMsgsPerSubject {
 		return nil
 	}
 	_, err = js.UpdateStream(ctx, cfg)
 	return err
 }
 
-// bucketAllowsTTL reports whether kv's stream takes per-message TTLs.
-func bucketAllowsTTL(ctx context.Context, kv jetstream.KeyValue) (bool, error) {
+// bucketStream returns the configuration of kv's stream.
+func bucketStream(ctx context.Context, kv jetstream.KeyValue) (jetstream.StreamConfig, error) {
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return false, err
+		return jetstream.StreamConfig{}, err
 	}
 	bs, ok := st.(*jetstream.KeyValueBucketStatus)
-	return ok && bs.StreamInfo().Config.AllowMsgTTL, nil
+	if !ok {
+		return jetstream.StreamConfig{}, fmt.Errorf("bucket %s: no stream status", kv.Bucket())
+	}
+	return bs.StreamInfo().Config, nil
+}
+
+// newPublisher returns a publisher into the stream configured by cfg that
+// commits at least batchMin messages as one atomic batch (0: never), if
+// the stream takes atomic batches.
+func newPublisher(js jetstream.JetStream, cfg jetstream.StreamConfig, batchMin int) *groupcommit.Publisher {
+	if !cfg.AllowAtomicPublish {
+		batchMin = 0
+	}
+	return groupcommit.New(js, groupcommit.Options{MinBatch: batchMin})
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {

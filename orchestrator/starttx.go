@@ -15,7 +15,7 @@ type StartTxOptions struct {
 	// Outbox whose table receives the start message; nil: the outbox
 	// package's default table (outbox.Write).
 	Outbox *outbox.Outbox
-	// Namespace of the deployment; the zero value means events.Default.
+	// Namespace of the deployment; the zero value means events.Default().
 	Namespace events.Namespace
 }
 

@@ -97,11 +97,10 @@ type State struct {
 	// every command.
 	Trace Trace `json:"trace,omitzero"`
 	// Pending holds what the last transition must publish: the coordinator
-	// writes the state first, then publishes these (idempotently, by message
-	// id). Whoever loads a state that may not have been flushed publishes
-	// them again before applying anything, so a crash between the write and
-	// the publish loses nothing, and a command is never published for a
-	// transition that lost its compare-and-set.
+	// writes the state and publishes these (idempotently, by message id).
+	// Whoever loads a state that may not have been flushed publishes them
+	// again before applying anything, so a crash between the write and the
+	// publish loses nothing.
 	Pending *Pending `json:"pending,omitempty"`
 	// Rejections are the last inputs of this saga that were rejected.
 	Rejections []Rejection `json:"rejections,omitempty"`

@@ -3,10 +3,13 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/internal/groupcommit"
 )
 
 // stateWriter writes saga states into the state bucket with compare-and-set
@@ -14,10 +17,10 @@ import (
 // FinishedStateTTL) so that the bucket does not keep every saga that ever
 // ran: it leaves shortly after the saga's messages left the streams.
 type stateWriter struct {
-	js     jetstream.JetStream
 	kv     jetstream.KeyValue
-	prefix string        // "$KV.<bucket>."
-	ttl    time.Duration // 0: finished states never expire
+	pub    *groupcommit.Publisher // into the bucket's stream
+	prefix string                 // "$KV.<bucket>."
+	ttl    time.Duration          // 0: finished states never expire
 }
 
 // FinishedStateTTL is how long the state of a finished saga stays in the
@@ -33,11 +36,12 @@ func FinishedStateTTL(maxAge time.Duration) time.Duration {
 	return maxAge + min(maxAge, time.Minute)
 }
 
-// newStateWriter returns a writer for the bucket behind kv, for streams that
-// keep messages maxAge. Finished states get FinishedStateTTL(maxAge) if
-// ttlAllowed (the bucket's stream takes per-message TTLs).
-func newStateWriter(js jetstream.JetStream, kv jetstream.KeyValue, maxAge time.Duration, ttlAllowed bool) *stateWriter {
-	w := &stateWriter{js: js, kv: kv, prefix: "$KV." + kv.Bucket() + "."}
+// newStateWriter returns a writer for the bucket behind kv that publishes
+// through pub, for streams that keep messages maxAge. Finished states get
+// FinishedStateTTL(maxAge) if ttlAllowed (the bucket's stream takes
+// per-message TTLs).
+func newStateWriter(kv jetstream.KeyValue, pub *groupcommit.Publisher, maxAge time.Duration, ttlAllowed bool) *stateWriter {
+	w := &stateWriter{kv: kv, pub: pub, prefix: "$KV." + kv.Bucket() + "."}
 	if ttlAllowed {
 		w.ttl = FinishedStateTTL(maxAge)
 	}
@@ -55,44 +59,49 @@ func (w *stateWriter) ttlOf(st *State) time.Duration {
 // put writes data as the state of saga id, expecting revision rev (0: no
 // key, or a deleted one). It returns the new revision, or
 // jetstream.ErrKeyExists / jetstream.ErrKeyRevisionMismatch on a conflict.
+// The write is committed with other sagas' writes (group commit); the
+// compare-and-set is its own.
 func (w *stateWriter) put(ctx context.Context, id string, st *State, data []byte, rev uint64) (uint64, error) {
 	ttl := w.ttlOf(st)
-	if rev == 0 {
-		// Create also takes the place of a deleted key.
-		var opts []jetstream.KVCreateOpt
-		if ttl > 0 {
-			opts = append(opts, jetstream.KeyTTL(ttl))
-		}
-		return w.kv.Create(ctx, id, data, opts...)
+	seq, err := w.publish(ctx, id, data, ttl, &rev)
+	if !wrongLastSequence(err) {
+		return seq, err
 	}
-	// As KeyValue.Update does, which takes no TTL.
-	seq, err := w.publish(ctx, id, data, ttl, jetstream.WithExpectLastSequencePerSubject(rev))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+	if rev != 0 {
 		return 0, jetstream.ErrKeyRevisionMismatch
 	}
-	return seq, err
+	// Create also takes the place of a deleted key, and says whether the
+	// key exists.
+	var opts []jetstream.KVCreateOpt
+	if ttl > 0 {
+		opts = append(opts, jetstream.KeyTTL(ttl))
+	}
+	return w.kv.Create(ctx, id, data, opts...)
 }
 
-// overwrite writes data as the state of saga id whatever the key holds (a
-// replay rebuilding the bucket).
-func (w *stateWriter) overwrite(ctx context.Context, id string, st *State, data []byte) error {
-	_, err := w.publish(ctx, id, data, w.ttlOf(st))
-	return err
+// wrongLastSequence reports whether err is a failed compare-and-set.
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// publish stores data under key id, with ttl if it is not 0, and returns
-// its revision.
-func (w *stateWriter) publish(ctx context.Context, id string, data []byte, ttl time.Duration, opts ...jetstream.PublishOpt) (uint64, error) {
+// publish stores data under key id, with ttl if it is not 0 and expecting
+// revision *rev if rev is not nil, and returns its revision.
+func (w *stateWriter) publish(ctx context.Context, id string, data []byte, ttl time.Duration, rev *uint64) (uint64, error) {
+	return w.pub.Publish(ctx, w.message(id, data, ttl, rev))
+}
+
+// message is the write of data under key id, with ttl if it is not 0 and
+// expecting revision *rev if rev is not nil.
+func (w *stateWriter) message(id string, data []byte, ttl time.Duration, rev *uint64) *nats.Msg {
 	m := nats.NewMsg(w.prefix + id)
 	m.Data = data
 	if ttl > 0 {
-		opts = append(opts, jetstream.WithMsgTTL(ttl))
+		m.Header.Set(jetstream.MsgTTLHeader, ttl.String())
 	}
-	ack, err := w.js.PublishMsg(ctx, m, opts...)
-	if err != nil {
-		return 0, err
+	if rev != nil {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*rev, 10))
 	}
-	return ack.Sequence, nil
+	return m
 }

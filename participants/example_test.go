@@ -90,11 +90,11 @@ func Example() {
 	for _, saga := range []string{"trip-1", "trip-2"} {
 		cmd := events.Command{SagaID: saga, Participant: "hotel", Step: "hotel", Op: events.OpDo, Attempt: 1,
 			Action: "Book", Payload: json.RawMessage(`{"room":7,"nights":2}`)}
-		if _, err := participanttest.Send(ctx, js, events.Default, cmd); err != nil {
+		if _, err := participanttest.Send(ctx, js, events.Default(), cmd); err != nil {
 			log.Fatal(err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		o, err := participanttest.WaitOutcome(wctx, js, events.Default, cmd)
+		o, err := participanttest.WaitOutcome(wctx, js, events.Default(), cmd)
 		cancel()
 		if err != nil {
 			log.Fatal(err)
@@ -147,7 +147,7 @@ func startExampleServers() *exampleServers {
 	if e.js, err = jetstream.New(e.nc); err != nil {
 		log.Fatal(err)
 	}
-	if err := participanttest.CreateStreams(ctx, e.js, events.Default, events.StreamOptions{}); err != nil {
+	if err := participanttest.CreateStreams(ctx, e.js, events.Default(), events.StreamOptions{}); err != nil {
 		log.Fatal(err)
 	}
 	return e

@@ -50,7 +50,7 @@ type bundle struct {
 
 func setup(t testing.TB, natsOpts ...testenv.NATSOption) *bundle {
 	t.Helper()
-	b := &bundle{url: testenv.PostgresURL(t), ns: events.Default}
+	b := &bundle{url: testenv.PostgresURL(t), ns: events.Default()}
 	b.pool = openPool(t, b.url, 80)
 	b.srv = testenv.NATS(t, natsOpts...)
 	b.nc, b.js = testenv.Connect(t, b.srv.URL())

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetsaga/jetsaga/internal/groupcommit"
 	"github.com/jetsaga/jetsaga/internal/telemetry"
 	"github.com/jetsaga/jetsaga/outbox"
 )
@@ -39,6 +40,10 @@ type Participant struct {
 	// relay relays Outbox when Config.RelayEvents is set; Run sets it
 	// before it starts any handler.
 	relay *outbox.Relay
+
+	// outcomes publishes outcomes (with group commit if
+	// Config.AtomicBatchMin). Run sets it before it starts any handler.
+	outcomes *groupcommit.Publisher
 
 	// resendDelay is the delay of the nak of a command whose outcome
 	// could not be sent; tests shorten it.
@@ -210,6 +215,11 @@ func (p *Participant) Run(ctx context.Context) error {
 
 	stopIter := context.AfterFunc(ctx, iter.Drain)
 	defer stopIter()
+
+	// Participants may not read stream configurations: the publisher
+	// learns from the first batch whether the sagas stream takes them.
+	p.outcomes = groupcommit.New(p.cfg.JetStream, groupcommit.Options{MinBatch: p.cfg.AtomicBatchMin})
+	defer p.outcomes.Close()
 
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var inflight sync.WaitGroup

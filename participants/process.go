@@ -500,7 +500,7 @@ func (p *Participant) send(ctx context.Context, j *job, o *events.Outcome) error
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 	defer cancel()
-	if _, err := p.cfg.JetStream.PublishMsg(pctx, m); err != nil {
+	if _, err := p.outcomes.Publish(pctx, m); err != nil {
 		return fmt.Errorf("publish outcome: %w", err)
 	}
 	p.sent(o)

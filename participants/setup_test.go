@@ -57,7 +57,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := p.cfg
-	if c.Namespace != events.Default || c.Concurrency != DefaultConcurrency || c.AckWait != DefaultAckWait ||
+	if c.Namespace != events.Default() || c.Concurrency != DefaultConcurrency || c.AckWait != DefaultAckWait ||
 		c.MaxAckPending != 4*DefaultConcurrency || c.BarrierTable != DefaultBarrierTable ||
 		c.BarrierRetention != DefaultBarrierRetention || c.ShutdownTimeout != DefaultAckWait || c.Outbox == nil || c.Logger == nil {
 		t.Fatalf("defaults not applied: %+v", c)
@@ -177,7 +177,7 @@ func TestRegister(t *testing.T) {
 	}()
 
 	// After Run starts, registration fails, and Run cannot run twice.
-	if err := participanttest.CreateStreams(t.Context(), js, events.Default, events.StreamOptions{}); err != nil {
+	if err := participanttest.CreateStreams(t.Context(), js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := Migrate(t.Context(), pool); err != nil {

@@ -39,7 +39,7 @@ func setup(t *testing.T, undo *atomic.Bool) *env {
 	srv := testenv.NATS(t)
 	nc, js := testenv.Connect(t, srv.URL())
 	ctx := context.Background()
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := orchestrator.NewCoordinator(orchestrator.Config{JetStream: js, Workers: 4, Logger: slog.New(slog.DiscardHandler)})
@@ -55,8 +55,8 @@ func setup(t *testing.T, undo *atomic.Bool) *env {
 			t.Errorf("coordinator: %v", err)
 		}
 	})
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.Default.CommandsStream(), jetstream.ConsumerConfig{
-		Durable: "bank", FilterSubject: events.Default.CommandFilter("bank"), AckPolicy: jetstream.AckExplicitPolicy})
+	cons, err := js.CreateOrUpdateConsumer(ctx, events.Default().CommandsStream(), jetstream.ConsumerConfig{
+		Durable: "bank", FilterSubject: events.Default().CommandFilter("bank"), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func setup(t *testing.T, undo *atomic.Bool) *env {
 		o := events.Outcome{V: events.Version, SagaID: cmd.SagaID, Participant: "bank", Step: cmd.Step, Op: cmd.Op,
 			Attempt: cmd.Attempt, Status: status, Reason: "scripted"}
 		data, _ := o.Encode()
-		msg := nats.NewMsg(events.Default.Event("bank", cmd.SagaID))
+		msg := nats.NewMsg(events.Default().Event("bank", cmd.SagaID))
 		msg.Data = data
 		msg.Header.Set(events.HeaderMsgID, events.OutcomeMsgID(&o, 0))
 		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
@@ -92,7 +92,7 @@ func setup(t *testing.T, undo *atomic.Bool) *env {
 	}
 	t.Cleanup(cc.Stop)
 
-	client := orchestrator.NewClient(js, events.Default)
+	client := orchestrator.NewClient(js, events.Default())
 	t.Cleanup(client.Close)
 	svc, err := service.Start(service.Config{Conn: nc, Client: client, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -112,7 +112,7 @@ func setup(t *testing.T, undo *atomic.Bool) *env {
 // error code and description of an error reply.
 func (e *env) call(endpoint string, body string) (data []byte, code, desc string) {
 	e.t.Helper()
-	msg, err := e.nc.Request(service.Subject(events.Default, endpoint), []byte(body), 10*time.Second)
+	msg, err := e.nc.Request(service.Subject(events.Default(), endpoint), []byte(body), 10*time.Second)
 	if err != nil {
 		e.t.Fatalf("request %s %s: %v", endpoint, body, err)
 	}

@@ -134,6 +134,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.DurationVar(&o.MaxAge, "max-age", 0, "max age of the streams' messages (finished sagas' states expire a little later); default 7 days; shorter than the run to see memory with expiry at work")
 	fs.IntVar(&o.Coordinators, "coordinators", 1, "coordinator instances (each with its own connection)")
 	fs.IntVar(&o.Workers, "workers", 64, "workers per coordinator")
+	fs.IntVar(&o.AtomicBatchMin, "atomic-batch-min", 0, "group commit: store at least this many gathered writes per stream as one atomic batch, in the coordinators and the banks (0: off)")
 	fs.IntVar(&o.ParticipantConcurrency, "participant-concurrency", 32, "commands each bank handles at once")
 	fs.DurationVar(&o.CeilingDuration, "ceiling-duration", 3*time.Second, "how long each ceiling is measured (0 skips them)")
 	fs.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of an embedded one")
@@ -219,7 +220,11 @@ func printBench(w io.Writer, r *bench.Report) {
 	fmt.Fprintf(t, "mode\t%s\n", s.Mode)
 	fmt.Fprintf(t, "settings\tconcurrency %d, %d accounts, %.0f%% TransIn failures, %.0f%% insufficient balances, %d coordinator(s) × %d workers\n",
 		s.Concurrency, s.Accounts, 100*max(s.FailShare, 0), 100*max(s.InsufficientShare, 0), s.Coordinators, s.Workers)
-	fmt.Fprintf(t, "NATS\t%s, replicas %d\n", s.NATS, s.Replicas)
+	commit := "each write on its own"
+	if s.AtomicBatchMin > 0 {
+		commit = fmt.Sprintf("group commit (atomic batches of %d or more)", s.AtomicBatchMin)
+	}
+	fmt.Fprintf(t, "NATS\t%s, replicas %d, %s\n", s.NATS, s.Replicas, commit)
 	fmt.Fprintf(t, "PostgreSQL\t%s, fsync %s, synchronous_commit %s\n", s.PostgreSQL, s.Fsync, s.SynchronousCommit)
 	fmt.Fprintf(t, "sagas\t%d completed (%d committed, %d compensated), %d parked, %d errors, in %.1fs\n",
 		r.Sagas, r.Committed, r.Compensated, r.Parked, r.Errors, r.Seconds)

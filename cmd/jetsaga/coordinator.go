@@ -22,6 +22,7 @@ func (a *app) coordinatorCmd() *cobra.Command {
 		replicas    int
 		maxAge      time.Duration
 		workers     int
+		batchMin    int
 		stepTimeout time.Duration
 		metricsAddr string
 		serveAPI    bool
@@ -81,6 +82,7 @@ them (OTEL_TRACES_EXPORTER=otlp or OTEL_EXPORTER_OTLP_ENDPOINT; off by default).
 				Namespace:      ns,
 				Streams:        events.StreamOptions{Replicas: replicas, MaxAge: maxAge},
 				Workers:        workers,
+				AtomicBatchMin: batchMin,
 				StepTimeout:    stepTimeout,
 				Logger:         log,
 				Registerer:     registerer,
@@ -122,6 +124,8 @@ them (OTEL_TRACES_EXPORTER=otlp or OTEL_EXPORTER_OTLP_ENDPOINT; off by default).
 	bindEnv(fs, "max-age", "JETSAGA_MAX_AGE")
 	fs.IntVar(&workers, "workers", 64, "sagas this instance works on at once")
 	bindEnv(fs, "workers", "JETSAGA_WORKERS")
+	fs.IntVar(&batchMin, "atomic-batch-min", 0, "group commit: store at least this many writes that gather per stream as one JetStream atomic batch (0: each write on its own)")
+	bindEnv(fs, "atomic-batch-min", "JETSAGA_ATOMIC_BATCH_MIN")
 	fs.DurationVar(&stepTimeout, "step-timeout", orchestrator.DefaultStepTimeout, "timeout of the steps whose plan gives none (timeout_ms absent or 0), recorded in each saga when it starts; -1s for none (a step with timeout_ms -1 never times out); give replay the same value")
 	bindEnv(fs, "step-timeout", "JETSAGA_STEP_TIMEOUT")
 	metricsFlag(fs, &metricsAddr)

@@ -124,7 +124,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	srv := testenv.NATS(t)
 	nc, js := testenv.Connect(t, srv.URL())
-	f := &fixture{t: t, srv: srv, url: srv.URL(), nc: nc, js: js, ns: events.Default}
+	f := &fixture{t: t, srv: srv, url: srv.URL(), nc: nc, js: js, ns: events.Default()}
 	if err := orchestrator.EnsureStreams(t.Context(), js, f.ns, events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}

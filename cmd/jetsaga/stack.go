@@ -108,7 +108,7 @@ func (s *service) stop() error {
 // databases and seeds them, and connects. It does not start the coordinator
 // or the participants. On error it cleans up what it started.
 func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
-	s := &stack{cfg: cfg, ns: events.Default, dbNames: map[string]string{}, dbURLs: map[string]string{}, pools: map[string]*pgxpool.Pool{}}
+	s := &stack{cfg: cfg, ns: events.Default(), dbNames: map[string]string{}, dbURLs: map[string]string{}, pools: map[string]*pgxpool.Pool{}}
 	defer func() {
 		if err != nil {
 			_ = s.close()

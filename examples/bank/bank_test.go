@@ -37,7 +37,7 @@ func setup(t *testing.T) *world {
 	t.Helper()
 	srv := testenv.NATS(t)
 	_, js := testenv.Connect(t, srv.URL())
-	w := &world{js: js, ns: events.Default, a: testenv.Postgres(t), b: testenv.Postgres(t)}
+	w := &world{js: js, ns: events.Default(), a: testenv.Postgres(t), b: testenv.Postgres(t)}
 	w.banks = map[string]*pgxpool.Pool{"bank-a": w.a, "bank-b": w.b}
 	if err := participanttest.CreateStreams(t.Context(), js, w.ns, events.StreamOptions{}); err != nil {
 		t.Fatal(err)

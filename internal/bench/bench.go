@@ -78,6 +78,9 @@ type Options struct {
 	Coordinators int
 	// Workers per coordinator. Default 64.
 	Workers int
+	// AtomicBatchMin turns on group commit in the coordinators and the
+	// banks (orchestrator.Config.AtomicBatchMin). Default 0: off.
+	AtomicBatchMin int
 	// ParticipantConcurrency is each bank's handler concurrency. Default 32.
 	ParticipantConcurrency int
 	// CeilingDuration is how long each ceiling is measured. Default 3s;
@@ -239,6 +242,7 @@ type Settings struct {
 	MaxAgeSeconds     float64 `json:"max_age_seconds"`
 	Coordinators      int     `json:"coordinators"`
 	Workers           int     `json:"workers"`
+	AtomicBatchMin    int     `json:"atomic_batch_min,omitempty"`
 	NATS              string  `json:"nats"`
 	PostgreSQL        string  `json:"postgresql"`
 	SynchronousCommit string  `json:"synchronous_commit"`
@@ -300,7 +304,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{Machine: machine(), Settings: Settings{Mode: o.Mode, Concurrency: o.Concurrency, Accounts: o.Accounts,
 		FailShare: o.FailShare, InsufficientShare: o.InsufficientShare, JSSync: o.JSSync, Replicas: o.Replicas,
 		MaxAgeSeconds: o.MaxAge.Seconds(),
-		Coordinators:  o.Coordinators, Workers: o.Workers}}
+		Coordinators:  o.Coordinators, Workers: o.Workers, AtomicBatchMin: o.AtomicBatchMin}}
 	if o.Duration > 0 {
 		r.Settings.DurationSeconds = o.Duration.Seconds()
 	} else {
@@ -694,7 +698,7 @@ func (e *env) load(ctx context.Context) error {
 		}
 		e.closers = append(e.closers, nc.Close)
 		cc := orchestrator.Config{JetStream: js, Namespace: e.ns, SkipEnsureStreams: true,
-			Workers: o.Workers, Logger: o.Logger}
+			Workers: o.Workers, AtomicBatchMin: o.AtomicBatchMin, Logger: o.Logger}
 		if i == 0 {
 			cc.Registerer = o.Registerer
 		}
@@ -732,7 +736,7 @@ func (e *env) load(ctx context.Context) error {
 		}
 		e.closers = append(e.closers, nc.Close)
 		p, err := participants.New(participants.Config{Name: b.name, Pool: b.pool, JetStream: js, Namespace: e.ns,
-			Concurrency: o.ParticipantConcurrency, Logger: o.Logger, Metrics: metrics})
+			Concurrency: o.ParticipantConcurrency, AtomicBatchMin: o.AtomicBatchMin, Logger: o.Logger, Metrics: metrics})
 		if err != nil {
 			return err
 		}

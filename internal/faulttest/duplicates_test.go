@@ -26,7 +26,7 @@ const copiesPerRound = 3
 // Copies are of any age: commands already answered, attempts long replaced,
 // actions whose compensation ran.
 func duplicate(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
-	ns := events.Default
+	ns := events.Default()
 	n := 0
 	for pause(ctx, rng, 50*time.Millisecond, 150*time.Millisecond) {
 		for _, src := range []struct {
@@ -49,7 +49,7 @@ func duplicate(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
 // copyRandom republishes up to copiesPerRound random messages of stream
 // whose subject is of one of kinds.
 func copyRandom(ctx context.Context, js jetstream.JetStream, stream string, kinds []events.Kind, rng *rand.Rand, serial int) (int, error) {
-	ns := events.Default
+	ns := events.Default()
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	st, err := js.Stream(c, stream)

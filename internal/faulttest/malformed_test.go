@@ -88,7 +88,7 @@ func (m *malformed) atStart(s *system, id string) {
 	const name = "command: not JSON, right after the start"
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := s.js.PublishMsg(ctx, msg(events.Default.Command(bank.BankA, id), []byte("{]"))); err != nil {
+	if _, err := s.js.PublishMsg(ctx, msg(events.Default().Command(bank.BankA, id), []byte("{]"))); err != nil {
 		s.t.Errorf("%s: %v", name, err)
 		return
 	}
@@ -182,7 +182,7 @@ func huge() []byte {
 }
 
 func (m *malformed) injections() []injection {
-	ns := events.Default
+	ns := events.Default()
 	start := func(id string) events.Start {
 		st, err := bank.TransferPlan(id, 1, 1, 1_00).Build()
 		if err != nil {

@@ -253,7 +253,7 @@ func jsonEqual(a, b json.RawMessage) bool {
 func (s *system) cli(ctx context.Context, args ...string) ([]byte, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
 	defer cancel()
-	args = append(args, "--nats-url", s.natsURL, "--connect-timeout", "20s", "--prefix", events.Default.Prefix())
+	args = append(args, "--nats-url", s.natsURL, "--connect-timeout", "20s", "--prefix", events.Default().Prefix())
 	cmd := exec.CommandContext(ctx, s.bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -80,7 +80,7 @@ func (s *system) waitHeld(participant string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
-		cons, err := s.js.Consumer(ctx, events.Default.CommandsStream(), events.Default.ParticipantConsumer(participant))
+		cons, err := s.js.Consumer(ctx, events.Default().CommandsStream(), events.Default().ParticipantConsumer(participant))
 		if err != nil {
 			return err
 		}

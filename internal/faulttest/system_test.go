@@ -149,7 +149,7 @@ func newSystem(t *testing.T, bin string, d deployment, rng *rand.Rand) *system {
 	// The coordinators create the streams and the bucket; the banks wait
 	// for them and create their consumers.
 	s.waitFor(ctx, "the coordinator's consumer", func(ctx context.Context) error {
-		_, err := s.js.Consumer(ctx, events.Default.SagasStream(), events.Default.CoordinatorConsumer())
+		_, err := s.js.Consumer(ctx, events.Default().SagasStream(), events.Default().CoordinatorConsumer())
 		return err
 	})
 	for _, p := range []*proc{s.bankA, s.bankB} {
@@ -159,11 +159,11 @@ func newSystem(t *testing.T, bin string, d deployment, rng *rand.Rand) *system {
 	}
 	for _, name := range []string{bank.BankA, bank.BankB} {
 		s.waitFor(ctx, name+"'s consumer", func(ctx context.Context) error {
-			_, err := s.js.Consumer(ctx, events.Default.CommandsStream(), events.Default.ParticipantConsumer(name))
+			_, err := s.js.Consumer(ctx, events.Default().CommandsStream(), events.Default().ParticipantConsumer(name))
 			return err
 		})
 	}
-	s.client = orchestrator.NewClient(s.js, events.Default)
+	s.client = orchestrator.NewClient(s.js, events.Default())
 	t.Cleanup(s.client.Close)
 	return s
 }
@@ -372,7 +372,7 @@ func (s *system) drain(timeout time.Duration) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ns := events.Default
+	ns := events.Default()
 	consumers := []struct{ stream, name string }{
 		{ns.CommandsStream(), ns.ParticipantConsumer(bank.BankA)},
 		{ns.CommandsStream(), ns.ParticipantConsumer(bank.BankB)},

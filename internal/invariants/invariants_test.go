@@ -45,7 +45,7 @@ func setup(t *testing.T) *bundle {
 	ctx := context.Background()
 	srv := testenv.NATS(t)
 	_, js := testenv.Connect(t, srv.URL())
-	if err := orchestrator.EnsureStreams(ctx, js, events.Default, events.StreamOptions{}); err != nil {
+	if err := orchestrator.EnsureStreams(ctx, js, events.Default(), events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	b := &bundle{t: t, js: js, poolA: testenv.Postgres(t), poolB: testenv.Postgres(t),
@@ -102,7 +102,7 @@ func setup(t *testing.T) *bundle {
 	var once sync.Once
 	b.stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
 	t.Cleanup(b.stop)
-	b.client = orchestrator.NewClient(js, events.Default)
+	b.client = orchestrator.NewClient(js, events.Default())
 	t.Cleanup(b.client.Close)
 	return b
 }
@@ -278,7 +278,7 @@ func TestCheck(t *testing.T) {
 		// A saga parked half way: debited at bank-a, the credit neither
 		// applied nor compensated. Written by hand, as only an exhausted
 		// compensation parks a transfer.
-		kv, err := b.js.KeyValue(ctx, events.Default.StateBucket())
+		kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +324,7 @@ func TestCheck(t *testing.T) {
 // TestConfig checks that bad input is refused with the field named.
 func TestConfig(t *testing.T) {
 	ctx := context.Background()
-	client := orchestrator.NewClient(nil, events.Default)
+	client := orchestrator.NewClient(nil, events.Default())
 	defer client.Close()
 	pool := &pgxpool.Pool{} // never used: validation fails first
 	init := map[int64]bank.Cents{1: 10_00}
@@ -390,16 +390,16 @@ func TestCheckExpired(t *testing.T) {
 	ctx := context.Background()
 	// Expire both as JetStream would: the start messages leave the stream,
 	// the states the bucket.
-	sagas, err := b.js.Stream(ctx, events.Default.SagasStream())
+	sagas, err := b.js.Stream(ctx, events.Default().SagasStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := b.js.KeyValue(ctx, events.Default.StateBucket())
+	kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{ok.ID, abnormal.ID} {
-		if err := sagas.Purge(ctx, jetstream.WithPurgeSubject(events.Default.Start(id))); err != nil {
+		if err := sagas.Purge(ctx, jetstream.WithPurgeSubject(events.Default().Start(id))); err != nil {
 			t.Fatal(err)
 		}
 		if err := kv.Purge(ctx, id); err != nil {

@@ -3,7 +3,7 @@
 // does, and read back the outcomes the participant published. It does not
 // replace NATS or PostgreSQL; run both (an embedded nats-server is enough).
 //
-//	ns := events.Default
+//	ns := events.Default()
 //	if err := participanttest.CreateStreams(ctx, js, ns, events.StreamOptions{}); err != nil { ... }
 //	// ... start the participant ...
 //	cmd := events.Command{SagaID: "s1", Participant: "bank-a", Step: "debit", Op: events.OpDo,
