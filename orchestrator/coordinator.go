@@ -150,6 +150,10 @@ type Stats struct {
 	Commands  uint64 // commands published
 	Timers    uint64 // timers scheduled
 	Errors    uint64 // transient errors (the message is redelivered)
+	// Batches counts the JetStream atomic batches committed (group commit,
+	// Config.AtomicBatchMin), BatchRejects the batches the server refused
+	// and that were published again message by message.
+	Batches, BatchRejects uint64
 	// Unconsumed counts commands published for a participant that no
 	// consumer of the commands stream reads (each is also logged, once a
 	// minute per participant).
@@ -168,6 +172,7 @@ type Coordinator struct {
 	}
 	check *consumerCheck // set by Run
 	out   *outputs       // set by Run
+	outs  atomic.Pointer[outputs]
 	obs   *observer
 }
 
@@ -200,9 +205,17 @@ func NewCoordinator(cfg Config) (*Coordinator, error) {
 // Stats returns the instance's counters.
 func (c *Coordinator) Stats() Stats {
 	s := &c.stats
-	return Stats{Processed: s.processed.Load(), Applied: s.applied.Load(), Ignored: s.ignored.Load(),
+	st := Stats{Processed: s.processed.Load(), Applied: s.applied.Load(), Ignored: s.ignored.Load(),
 		Rejected: s.rejected.Load(), Conflicts: s.conflicts.Load(), Commands: s.commands.Load(),
 		Timers: s.timers.Load(), Errors: s.errors.Load(), Unconsumed: s.unconsumed.Load()}
+	if o := c.outs.Load(); o != nil {
+		for _, p := range []*groupcommit.Publisher{o.states, o.commands, o.timers} {
+			ps := p.Stats()
+			st.Batches += ps.Batches
+			st.BatchRejects += ps.Rejected
+		}
+	}
+	return st
 }
 
 // Run consumes until ctx is done, then stops fetching, finishes the messages
@@ -244,6 +257,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 		timers: newPublisher(c.js, sagas.CachedInfo().Config, bm)}
 	defer out.close()
 	c.out = &out
+	c.outs.Store(&out)
 	// A finished saga's state lives a little longer than its messages.
 	states := newStateWriter(kv, out.states, sagas.CachedInfo().Config.MaxAge, bucket.AllowMsgTTL)
 	if !bucket.AllowMsgTTL {

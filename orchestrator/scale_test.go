@@ -154,6 +154,36 @@ func TestTwoCoordinators(t *testing.T) {
 	b.compareReplay()
 }
 
+// TestTwoCoordinatorsGroupCommit: two coordinators with group commit on
+// share the sagas; their state writes (compare-and-set inside atomic
+// batches, a lost one rejecting the whole batch) and commands go out in
+// batches, and every saga ends as it must, the live bucket equal to replay.
+func TestTwoCoordinatorsGroupCommit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv := b.srv
+	_, js1 := testenv.Connect(t, srv.URL())
+	_, js2 := testenv.Connect(t, srv.URL())
+	batches := func(c *orchestrator.Config) { c.AtomicBatchMin = 2 }
+	_, c1 := b.runCoordinator(js1, batches)
+	_, c2 := b.runCoordinator(js2, batches)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", failEveryFifth)
+	n := 1000
+	if testing.Short() {
+		n = 300
+	}
+	ids := b.startMany("gc", n)
+	b.checkAll(ids)
+	s1, s2 := c1.Stats(), c2.Stats()
+	t.Logf("coordinator 1: %+v", s1)
+	t.Logf("coordinator 2: %+v", s2)
+	if s1.Batches+s2.Batches == 0 {
+		t.Fatal("no atomic batch was committed")
+	}
+	b.compareReplay()
+}
+
 // compareReplay rebuilds the state into a new bucket and compares it with
 // the live one, key by key.
 func (b *bundle) compareReplay() {
