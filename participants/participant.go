@@ -131,29 +131,68 @@ func (p *Participant) ConsumerConfig() jetstream.ConsumerConfig {
 // consumer cannot be created, or if the NATS connection closes (after the
 // same graceful stop). A Participant runs once.
 func (p *Participant) Run(ctx context.Context) error {
+	if err := p.claim(); err != nil {
+		return err
+	}
+	iter, err := p.subscribe(ctx)
+	if err != nil || iter == nil {
+		return err
+	}
+	// Handlers run under workCtx, which outlives ctx by ShutdownTimeout.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopTimer := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
+		context.AfterFunc(workCtx, func() { t.Stop() })
+	})
+	defer stopTimer()
+
+	stopBackground, err := p.startBackground(ctx)
+	if err != nil {
+		iter.Stop()
+		return err
+	}
+	defer stopBackground()
+
+	stopIter := context.AfterFunc(ctx, iter.Drain)
+	defer stopIter()
+
+	// Participants may not read stream configurations: the publisher
+	// learns from the first batch whether the sagas stream takes them.
+	p.outcomes = groupcommit.New(p.cfg.JetStream, groupcommit.Options{MinBatch: p.cfg.AtomicBatchMin})
+	defer p.outcomes.Close()
+	return p.consume(ctx, workCtx, iter)
+}
+
+// claim marks the participant as running, once.
+func (p *Participant) claim() error {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.started {
-		p.mu.Unlock()
 		return ErrRunning
 	}
 	if len(p.actions) == 0 {
-		p.mu.Unlock()
 		return ErrNoHandlers
 	}
 	p.started = true
-	p.mu.Unlock()
+	return nil
+}
 
-	stream := p.cfg.Namespace.CommandsStream()
+// subscribe creates or updates the participant's consumer and starts
+// pulling from it. It returns a nil iterator and no error if ctx ended
+// before the consumer existed: nothing to finish.
+func (p *Participant) subscribe(ctx context.Context) (jetstream.MessagesContext, error) {
+	stream, durable := p.cfg.Namespace.CommandsStream(), p.ConsumerConfig().Durable
 	cons, err := p.cfg.JetStream.CreateOrUpdateConsumer(ctx, stream, p.ConsumerConfig())
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil // stopped before it started: nothing to finish
+			return nil, nil
 		}
-		return fmt.Errorf("participants: create consumer %s on stream %s: %w", p.ConsumerConfig().Durable, stream, err)
+		return nil, fmt.Errorf("participants: create consumer %s on stream %s: %w", durable, stream, err)
 	}
 	if m := p.cfg.Metrics; m != nil {
-		if err := m.WatchConsumer(p.cfg.JetStream, stream, p.ConsumerConfig().Durable); err != nil {
-			return errConfig("Metrics", "%v", err)
+		if err := m.WatchConsumer(p.cfg.JetStream, stream, durable); err != nil {
+			return nil, errConfig("Metrics", "%v", err)
 		}
 		if p.cfg.RelayEvents {
 			m.WatchOutbox(p.cfg.Pool, p.cfg.Outbox)
@@ -167,24 +206,20 @@ func (p *Participant) Run(ctx context.Context) error {
 		jetstream.WithMessagesErrOnMissingHeartbeat(false),
 	)
 	if err != nil {
-		return fmt.Errorf("participants: consume %s: %w", p.ConsumerConfig().Durable, err)
+		return nil, fmt.Errorf("participants: consume %s: %w", durable, err)
 	}
+	return iter, nil
+}
 
-	// Handlers run under workCtx, which outlives ctx by ShutdownTimeout.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopTimer := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
-		context.AfterFunc(workCtx, func() { t.Stop() })
-	})
-	defer stopTimer()
-
+// startBackground starts the outbox relay (Config.RelayEvents) and the
+// barrier cleanup; stop ends them and waits for them.
+func (p *Participant) startBackground(ctx context.Context) (stop func(), err error) {
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	defer func() {
+	stop = func() {
 		stopBG()
 		bg.Wait()
-	}()
+	}
 	if p.cfg.RelayEvents {
 		rc := p.cfg.Relay
 		rc.Outbox = p.cfg.Outbox
@@ -193,8 +228,8 @@ func (p *Participant) Run(ctx context.Context) error {
 		}
 		relay, err := outbox.NewRelay(p.cfg.Pool, p.cfg.JetStream, rc)
 		if err != nil {
-			iter.Stop()
-			return errConfig("Relay", "%v", err)
+			stop()
+			return nil, errConfig("Relay", "%v", err)
 		}
 		p.relay = relay
 		bg.Add(1)
@@ -212,18 +247,16 @@ func (p *Participant) Run(ctx context.Context) error {
 			p.cleanupLoop(bgCtx)
 		}()
 	}
+	return stop, nil
+}
 
-	stopIter := context.AfterFunc(ctx, iter.Drain)
-	defer stopIter()
-
-	// Participants may not read stream configurations: the publisher
-	// learns from the first batch whether the sagas stream takes them.
-	p.outcomes = groupcommit.New(p.cfg.JetStream, groupcommit.Options{MinBatch: p.cfg.AtomicBatchMin})
-	defer p.outcomes.Close()
-
+// consume runs up to Concurrency commands at once, under workCtx, until the
+// iterator closes (drained when ctx ends), then waits for those in flight.
+func (p *Participant) consume(ctx, workCtx context.Context, iter jetstream.MessagesContext) error {
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var inflight sync.WaitGroup
-	var runErr error
+	defer inflight.Wait()
+	defer iter.Stop()
 	for {
 		sem <- struct{}{}
 		msg, err := iter.Next()
@@ -231,9 +264,9 @@ func (p *Participant) Run(ctx context.Context) error {
 			<-sem
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				if ctx.Err() == nil {
-					runErr = fmt.Errorf("participants: consuming stopped: %w", err)
+					return fmt.Errorf("participants: consuming stopped: %w", err)
 				}
-				break
+				return nil
 			}
 			p.log.Warn("fetching commands", "err", err)
 			select {
@@ -251,9 +284,6 @@ func (p *Participant) Run(ctx context.Context) error {
 			p.handle(workCtx, msg)
 		}()
 	}
-	iter.Stop()
-	inflight.Wait()
-	return runErr
 }
 
 // cleanupLoop prunes old barrier rows every CleanupInterval until ctx is
