@@ -170,9 +170,8 @@ type Coordinator struct {
 	stats struct {
 		processed, applied, ignored, rejected, conflicts, commands, timers, errors, unconsumed atomic.Uint64
 	}
-	check *consumerCheck // set by Run
-	out   *outputs       // set by Run
-	outs  atomic.Pointer[outputs]
+	check *consumerCheck          // set by Run
+	out   atomic.Pointer[outputs] // set by Run; Stats reads it from anywhere
 	obs   *observer
 }
 
@@ -208,7 +207,7 @@ func (c *Coordinator) Stats() Stats {
 	st := Stats{Processed: s.processed.Load(), Applied: s.applied.Load(), Ignored: s.ignored.Load(),
 		Rejected: s.rejected.Load(), Conflicts: s.conflicts.Load(), Commands: s.commands.Load(),
 		Timers: s.timers.Load(), Errors: s.errors.Load(), Unconsumed: s.unconsumed.Load()}
-	if o := c.outs.Load(); o != nil {
+	if o := c.out.Load(); o != nil {
 		for _, p := range []*groupcommit.Publisher{o.states, o.commands, o.timers} {
 			ps := p.Stats()
 			st.Batches += ps.Batches
@@ -256,8 +255,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 	out := outputs{states: newPublisher(c.js, bucket, bm), commands: newPublisher(c.js, cmds.CachedInfo().Config, bm),
 		timers: newPublisher(c.js, sagas.CachedInfo().Config, bm)}
 	defer out.close()
-	c.out = &out
-	c.outs.Store(&out)
+	c.out.Store(&out)
 	// A finished saga's state lives a little longer than its messages.
 	states := newStateWriter(kv, out.states, sagas.CachedInfo().Config.MaxAge, bucket.AllowMsgTTL)
 	if !bucket.AllowMsgTTL {
@@ -654,17 +652,11 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 		e.flushed = true
 		return nil
 	}
-	if err := w.c.publish(ctx, e.state.SagaID, e.state.Pending, e.state.Trace); err != nil {
+	if err := w.c.send(ctx, e.state.SagaID, e.state.Pending, e.state.Trace)(); err != nil {
 		return err
 	}
 	e.flushed = true
 	return nil
-}
-
-// publish sends the commands and the timer of one transition and waits for
-// every acknowledgement.
-func (c *Coordinator) publish(ctx context.Context, sagaID string, p *Pending, trace Trace) error {
-	return c.send(ctx, sagaID, p, trace)()
 }
 
 // send starts publishing the commands and the timer of one transition and
@@ -695,7 +687,8 @@ func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace
 		}
 		msgs = append(msgs, m)
 	}
-	commands, err := c.out.commands.Submit(ctx, msgs...)
+	out := c.out.Load()
+	commands, err := out.commands.Submit(ctx, msgs...)
 	if err != nil {
 		return fail(fmt.Errorf("publish commands: %w", err))
 	}
@@ -705,7 +698,7 @@ func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace
 		if err != nil {
 			return fail(err)
 		}
-		if timer, err = c.out.timers.Submit(ctx, m); err != nil {
+		if timer, err = out.timers.Submit(ctx, m); err != nil {
 			return fail(fmt.Errorf("schedule timer: %w", err))
 		}
 	}

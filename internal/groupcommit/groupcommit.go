@@ -49,13 +49,12 @@ const (
 	hdrBatchCommit = "Nats-Batch-Commit"
 )
 
-// Defaults of Options.
 const (
-	// DefaultMaxBatch is the most messages committed at once (the server
-	// allows 1,000 by default).
-	DefaultMaxBatch = 256
-	// DefaultTimeout bounds one commit.
-	DefaultTimeout = 10 * time.Second
+	// maxBatch is the most messages committed at once (the server allows
+	// 1,000 by default).
+	maxBatch = 256
+	// commitTimeout bounds one commit.
+	commitTimeout = 10 * time.Second
 )
 
 // errAtomicPublishDisabled is the server's error code for a stream that does
@@ -74,10 +73,6 @@ type Options struct {
 	// message published alone one; a replicated stream stages batches in
 	// memory.
 	MinBatch int
-	// MaxBatch is the most messages in one batch. Default DefaultMaxBatch.
-	MaxBatch int
-	// Timeout bounds one commit. Default DefaultTimeout.
-	Timeout time.Duration
 }
 
 // Stats count what a Publisher did.
@@ -120,12 +115,6 @@ type Call struct {
 
 // New returns a Publisher over js.
 func New(js jetstream.JetStream, opts Options) *Publisher {
-	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = DefaultMaxBatch
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
-	}
 	p := &Publisher{js: js, nc: js.Conn(), opts: opts, done: make(chan struct{})}
 	if opts.MinBatch > 0 {
 		p.batching.Store(true)
@@ -232,7 +221,7 @@ func (p *Publisher) loop() {
 		}
 		n := len(pending[0].msgs)
 	gather:
-		for n < p.opts.MaxBatch {
+		for n < maxBatch {
 			select {
 			case c := <-p.calls:
 				pending = append(pending, c)
@@ -264,9 +253,9 @@ func (p *Publisher) failQueued() {
 // enough of them and the stream takes batches, else (or when the batch is
 // rejected) one by one.
 func (p *Publisher) commit(calls []*Call, n int) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	if n >= p.opts.MinBatch && n <= p.opts.MaxBatch && p.batching.Load() {
+	if n >= p.opts.MinBatch && n <= maxBatch && p.batching.Load() {
 		last, err := p.commitBatch(ctx, calls, n)
 		var apiErr *jetstream.APIError
 		switch {

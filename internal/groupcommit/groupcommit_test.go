@@ -194,7 +194,7 @@ func TestPublishAllIsOneCall(t *testing.T) {
 	}
 }
 
-func TestClosedPublisherFailsQueuedCalls(t *testing.T) {
+func TestPublishAfterCloseWithGroupCommit(t *testing.T) {
 	js, _ := setup(t, true)
 	p := New(js, Options{MinBatch: 2})
 	p.Close()
