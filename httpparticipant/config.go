@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/commandloop"
 )
 
 // Defaults of [Config].
@@ -103,28 +104,11 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, errConfig("Allow", "is empty: list the hosts or URL prefixes that steps may call")
 	}
 	cfg.Namespace = cfg.Namespace.OrDefault()
-	switch {
-	case cfg.Concurrency < 0:
-		return cfg, errConfig("Concurrency", "is negative (%d)", cfg.Concurrency)
-	case cfg.Concurrency == 0:
-		cfg.Concurrency = DefaultConcurrency
+	loop := cfg.settings()
+	if err := loop.Fill(DefaultConcurrency, DefaultAckWait); err != nil {
+		return cfg, errConfig(err.Field, "%s", err.Problem)
 	}
-	switch {
-	case cfg.MaxAckPending < 0:
-		return cfg, errConfig("MaxAckPending", "is negative (%d)", cfg.MaxAckPending)
-	case cfg.MaxAckPending == 0:
-		cfg.MaxAckPending = 4 * cfg.Concurrency
-	case cfg.MaxAckPending < cfg.Concurrency:
-		return cfg, errConfig("MaxAckPending", "is %d, below Concurrency (%d)", cfg.MaxAckPending, cfg.Concurrency)
-	}
-	switch {
-	case cfg.AckWait < 0:
-		return cfg, errConfig("AckWait", "is negative (%s)", cfg.AckWait)
-	case cfg.AckWait == 0:
-		cfg.AckWait = DefaultAckWait
-	case cfg.AckWait < 100*time.Millisecond:
-		return cfg, errConfig("AckWait", "is %s, the minimum is 100ms", cfg.AckWait)
-	}
+	cfg.Concurrency, cfg.AckWait, cfg.MaxAckPending, cfg.ShutdownTimeout = loop.Concurrency, loop.AckWait, loop.MaxAckPending, loop.ShutdownTimeout
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
@@ -133,7 +117,6 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"RequestTimeout", &cfg.RequestTimeout, DefaultRequestTimeout},
 		{"OngoingInterval", &cfg.OngoingInterval, DefaultOngoingInterval},
 		{"OngoingLimit", &cfg.OngoingLimit, DefaultOngoingLimit},
-		{"ShutdownTimeout", &cfg.ShutdownTimeout, cfg.AckWait},
 	} {
 		switch {
 		case *d.v < 0:
@@ -158,4 +141,10 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.Default()
 	}
 	return cfg, nil
+}
+
+// settings are the consumer settings in cfg.
+func (cfg Config) settings() commandloop.Settings {
+	return commandloop.Settings{Concurrency: cfg.Concurrency, MaxAckPending: cfg.MaxAckPending,
+		AckWait: cfg.AckWait, ShutdownTimeout: cfg.ShutdownTimeout}
 }

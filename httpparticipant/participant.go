@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/commandloop"
 )
 
 // ErrRunning is returned by [Participant.Run] when it is called twice.
@@ -85,17 +85,7 @@ func (p *Participant) Name() string { return p.cfg.Name }
 // ConsumerConfig returns the configuration of the durable consumer Run
 // creates or updates: the same as a Go participant's of the same name.
 func (p *Participant) ConsumerConfig() jetstream.ConsumerConfig {
-	ns := p.cfg.Namespace
-	return jetstream.ConsumerConfig{
-		Durable:       ns.ParticipantConsumer(p.cfg.Name),
-		Description:   "jetsaga HTTP participant " + p.cfg.Name,
-		FilterSubject: ns.CommandFilter(p.cfg.Name),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       p.cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: p.cfg.MaxAckPending,
-	}
+	return commandloop.ConsumerConfig(p.cfg.Namespace, p.cfg.Name, "jetsaga HTTP participant "+p.cfg.Name, p.cfg.settings())
 }
 
 // Run creates or updates the durable consumer and handles commands,
@@ -109,62 +99,11 @@ func (p *Participant) Run(ctx context.Context) error {
 	if !p.started.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
-	stream := p.cfg.Namespace.CommandsStream()
-	cons, err := p.cfg.JetStream.CreateOrUpdateConsumer(ctx, stream, p.ConsumerConfig())
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("httpparticipant: create consumer %s on stream %s: %w", p.ConsumerConfig().Durable, stream, err)
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.MaxAckPending), jetstream.WithMessagesErrOnMissingHeartbeat(false))
-	if err != nil {
-		return fmt.Errorf("httpparticipant: consume %s: %w", p.ConsumerConfig().Durable, err)
-	}
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopTimer := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
-		context.AfterFunc(workCtx, func() { t.Stop() })
-	})
-	defer stopTimer()
-	stopIter := context.AfterFunc(ctx, iter.Drain)
-	defer stopIter()
-
-	sem := make(chan struct{}, p.cfg.Concurrency)
-	var inflight sync.WaitGroup
-	var runErr error
-	for {
-		sem <- struct{}{}
-		msg, err := iter.Next()
-		if err != nil {
-			<-sem
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if ctx.Err() == nil {
-					runErr = fmt.Errorf("httpparticipant: consuming stopped: %w", err)
-				}
-				break
-			}
-			p.log.Warn("fetching commands", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
-		inflight.Add(1)
-		go func() {
-			defer func() {
-				<-sem
-				inflight.Done()
-			}()
-			p.handle(ctx, workCtx, msg)
-		}()
-	}
-	iter.Stop()
-	inflight.Wait()
-	p.client.CloseIdleConnections()
-	return runErr
+	defer p.client.CloseIdleConnections()
+	loop := commandloop.Loop{Package: "httpparticipant", JetStream: p.cfg.JetStream,
+		Stream: p.cfg.Namespace.CommandsStream(), Consumer: p.ConsumerConfig(), Settings: p.cfg.settings(),
+		Logger: p.log, Handle: p.handle}
+	return loop.Run(ctx)
 }
 
 // job is one delivery of one command.
@@ -204,31 +143,10 @@ func (p *Participant) handle(runCtx, workCtx context.Context, msg jetstream.Msg)
 	}
 	j := &job{msg: msg, seq: meta.Sequence.Stream, delivered: meta.NumDelivered, published: meta.Timestamp,
 		log: []any{"subject", msg.Subject(), "stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered}}
-	stop := keepAlive(msg, p.cfg.AckWait/3)
+	stop := commandloop.KeepAlive(msg, p.cfg.AckWait/3)
 	v := p.process(runCtx, workCtx, j)
 	stop()
 	p.settle(workCtx, j, v)
-}
-
-func keepAlive(msg jetstream.Msg, period time.Duration) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	t = time.AfterFunc(period, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		_ = msg.InProgress()
-		t.Reset(period)
-	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
-	}
 }
 
 func (p *Participant) outcome(j *job, status events.Status, reason string) *events.Outcome {

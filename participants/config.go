@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/commandloop"
 	"github.com/jetsaga/jetsaga/internal/sqlmigrate"
 	"github.com/jetsaga/jetsaga/outbox"
 )
@@ -22,10 +23,6 @@ const (
 	DefaultCleanupInterval  = time.Hour
 	DefaultCleanupBatch     = 1000
 )
-
-// minAckWait is the shortest accepted AckWait: the keep-alive sends
-// progress every AckWait/3, which must stay well above a network round trip.
-const minAckWait = 100 * time.Millisecond
 
 // maxIdentifier is PostgreSQL's NAMEDATALEN-1.
 const maxIdentifier = 63
@@ -149,28 +146,11 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, errConfig("JetStream", "is nil")
 	}
 	cfg.Namespace = cfg.Namespace.OrDefault()
-	switch {
-	case cfg.Concurrency < 0:
-		return cfg, errConfig("Concurrency", "is negative (%d)", cfg.Concurrency)
-	case cfg.Concurrency == 0:
-		cfg.Concurrency = DefaultConcurrency
+	loop := cfg.settings()
+	if err := loop.Fill(DefaultConcurrency, DefaultAckWait); err != nil {
+		return cfg, errConfig(err.Field, "%s", err.Problem)
 	}
-	switch {
-	case cfg.AckWait < 0:
-		return cfg, errConfig("AckWait", "is negative (%s)", cfg.AckWait)
-	case cfg.AckWait == 0:
-		cfg.AckWait = DefaultAckWait
-	case cfg.AckWait < minAckWait:
-		return cfg, errConfig("AckWait", "is %s, the minimum is %s", cfg.AckWait, minAckWait)
-	}
-	switch {
-	case cfg.MaxAckPending < 0:
-		return cfg, errConfig("MaxAckPending", "is negative (%d)", cfg.MaxAckPending)
-	case cfg.MaxAckPending == 0:
-		cfg.MaxAckPending = 4 * cfg.Concurrency
-	case cfg.MaxAckPending < cfg.Concurrency:
-		return cfg, errConfig("MaxAckPending", "is %d, below Concurrency (%d): handlers would sit idle", cfg.MaxAckPending, cfg.Concurrency)
-	}
+	cfg.Concurrency, cfg.AckWait, cfg.MaxAckPending, cfg.ShutdownTimeout = loop.Concurrency, loop.AckWait, loop.MaxAckPending, loop.ShutdownTimeout
 	if cfg.AtomicBatchMin < 0 || cfg.AtomicBatchMin == 1 {
 		return cfg, errConfig("AtomicBatchMin", "is %d, must be 0 (no group commit) or at least 2", cfg.AtomicBatchMin)
 	}
@@ -207,12 +187,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.CleanupBatch == 0:
 		cfg.CleanupBatch = DefaultCleanupBatch
 	}
-	switch {
-	case cfg.ShutdownTimeout < 0:
-		return cfg, errConfig("ShutdownTimeout", "is negative (%s)", cfg.ShutdownTimeout)
-	case cfg.ShutdownTimeout == 0:
-		cfg.ShutdownTimeout = cfg.AckWait
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -226,4 +200,10 @@ func validIdentifier(field, s string, limit int) error {
 		return errConfig(field, "%v", err)
 	}
 	return nil
+}
+
+// settings are the consumer settings in cfg.
+func (cfg Config) settings() commandloop.Settings {
+	return commandloop.Settings{Concurrency: cfg.Concurrency, MaxAckPending: cfg.MaxAckPending,
+		AckWait: cfg.AckWait, ShutdownTimeout: cfg.ShutdownTimeout}
 }

@@ -2,8 +2,6 @@ package participants
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -11,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetsaga/jetsaga/internal/commandloop"
 	"github.com/jetsaga/jetsaga/internal/groupcommit"
 	"github.com/jetsaga/jetsaga/internal/telemetry"
 	"github.com/jetsaga/jetsaga/outbox"
@@ -20,10 +19,6 @@ import (
 // not tied to Run's context so that commands finished during shutdown are
 // still acked.
 const ackTimeout = 5 * time.Second
-
-// iteratorRetry is the pause after an unexpected error from the message
-// iterator.
-const iteratorRetry = 100 * time.Millisecond
 
 // Participant consumes one participant's step commands and runs the
 // registered handlers. Create it with [New], register the handlers with
@@ -104,19 +99,7 @@ func (p *Participant) wakeRelays(w *outboxWrites) {
 // ConsumerConfig returns the configuration of the durable consumer that Run
 // creates or updates on the commands stream.
 func (p *Participant) ConsumerConfig() jetstream.ConsumerConfig {
-	ns := p.cfg.Namespace
-	return jetstream.ConsumerConfig{
-		Durable:       ns.ParticipantConsumer(p.cfg.Name),
-		Description:   "jetsaga participant " + p.cfg.Name,
-		FilterSubject: ns.CommandFilter(p.cfg.Name),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       p.cfg.AckWait,
-		// The participant ends a command's deliveries itself, by the
-		// command's retry budget, and always answers it with an outcome.
-		MaxDeliver:    -1,
-		MaxAckPending: p.cfg.MaxAckPending,
-	}
+	return commandloop.ConsumerConfig(p.cfg.Namespace, p.cfg.Name, "jetsaga participant "+p.cfg.Name, p.cfg.settings())
 }
 
 // Run creates or updates the participant's durable consumer on the commands
@@ -134,34 +117,19 @@ func (p *Participant) Run(ctx context.Context) error {
 	if err := p.claim(); err != nil {
 		return err
 	}
-	iter, err := p.subscribe(ctx)
-	if err != nil || iter == nil {
-		return err
-	}
-	// Handlers run under workCtx, which outlives ctx by ShutdownTimeout.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopTimer := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
-		context.AfterFunc(workCtx, func() { t.Stop() })
-	})
-	defer stopTimer()
-
 	stopBackground, err := p.startBackground(ctx)
 	if err != nil {
-		iter.Stop()
 		return err
 	}
 	defer stopBackground()
-
-	stopIter := context.AfterFunc(ctx, iter.Drain)
-	defer stopIter()
-
 	// Participants may not read stream configurations: the publisher
 	// learns from the first batch whether the sagas stream takes them.
 	p.outcomes = groupcommit.New(p.cfg.JetStream, groupcommit.Options{MinBatch: p.cfg.AtomicBatchMin})
 	defer p.outcomes.Close()
-	return p.consume(ctx, workCtx, iter)
+	loop := commandloop.Loop{Package: "participants", JetStream: p.cfg.JetStream, Stream: p.cfg.Namespace.CommandsStream(),
+		Consumer: p.ConsumerConfig(), Settings: p.cfg.settings(), Logger: p.log, Ready: p.watchMetrics,
+		Handle: func(_, workCtx context.Context, msg jetstream.Msg) { p.handle(workCtx, msg) }}
+	return loop.Run(ctx)
 }
 
 // claim marks the participant as running, once.
@@ -178,37 +146,19 @@ func (p *Participant) claim() error {
 	return nil
 }
 
-// subscribe creates or updates the participant's consumer and starts
-// pulling from it. It returns a nil iterator and no error if ctx ended
-// before the consumer existed: nothing to finish.
-func (p *Participant) subscribe(ctx context.Context) (jetstream.MessagesContext, error) {
-	stream, durable := p.cfg.Namespace.CommandsStream(), p.ConsumerConfig().Durable
-	cons, err := p.cfg.JetStream.CreateOrUpdateConsumer(ctx, stream, p.ConsumerConfig())
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("participants: create consumer %s on stream %s: %w", durable, stream, err)
+// watchMetrics has Config.Metrics watch the consumer (and the outbox).
+func (p *Participant) watchMetrics() error {
+	m := p.cfg.Metrics
+	if m == nil {
+		return nil
 	}
-	if m := p.cfg.Metrics; m != nil {
-		if err := m.WatchConsumer(p.cfg.JetStream, stream, durable); err != nil {
-			return nil, errConfig("Metrics", "%v", err)
-		}
-		if p.cfg.RelayEvents {
-			m.WatchOutbox(p.cfg.Pool, p.cfg.Outbox)
-		}
+	if err := m.WatchConsumer(p.cfg.JetStream, p.cfg.Namespace.CommandsStream(), p.ConsumerConfig().Durable); err != nil {
+		return errConfig("Metrics", "%v", err)
 	}
-	// The client buffers up to MaxAckPending messages: the server delivers
-	// no more than that unacked anyway, and a larger pull keeps a slow
-	// fetch round trip out of the way of every command.
-	iter, err := cons.Messages(
-		jetstream.PullMaxMessages(p.cfg.MaxAckPending),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("participants: consume %s: %w", durable, err)
+	if p.cfg.RelayEvents {
+		m.WatchOutbox(p.cfg.Pool, p.cfg.Outbox)
 	}
-	return iter, nil
+	return nil
 }
 
 // startBackground starts the outbox relay (Config.RelayEvents) and the
@@ -248,42 +198,6 @@ func (p *Participant) startBackground(ctx context.Context) (stop func(), err err
 		}()
 	}
 	return stop, nil
-}
-
-// consume runs up to Concurrency commands at once, under workCtx, until the
-// iterator closes (drained when ctx ends), then waits for those in flight.
-func (p *Participant) consume(ctx, workCtx context.Context, iter jetstream.MessagesContext) error {
-	sem := make(chan struct{}, p.cfg.Concurrency)
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
-	defer iter.Stop()
-	for {
-		sem <- struct{}{}
-		msg, err := iter.Next()
-		if err != nil {
-			<-sem
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if ctx.Err() == nil {
-					return fmt.Errorf("participants: consuming stopped: %w", err)
-				}
-				return nil
-			}
-			p.log.Warn("fetching commands", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(iteratorRetry):
-			}
-			continue
-		}
-		inflight.Add(1)
-		go func() {
-			defer func() {
-				<-sem
-				inflight.Done()
-			}()
-			p.handle(workCtx, msg)
-		}()
-	}
 }
 
 // cleanupLoop prunes old barrier rows every CleanupInterval until ctx is

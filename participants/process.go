@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/commandloop"
 )
 
 // Reasons the runtime writes into outcomes and barrier rows.
@@ -92,34 +93,11 @@ func (p *Participant) handle(ctx context.Context, msg jetstream.Msg) {
 	j := &job{msg: msg, seq: meta.Sequence.Stream, delivered: meta.NumDelivered, header: msg.Headers(), budget: events.DefaultRetry(),
 		log: loggerAttrs{"subject", msg.Subject(), "stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered}}
 	ctx, observed := p.observe(ctx, j)
-	stop := p.keepAlive(msg)
+	stop := commandloop.KeepAlive(msg, p.cfg.AckWait/3)
 	v := p.process(ctx, j)
 	stop()
 	p.settle(ctx, j, v)
 	observed(v)
-}
-
-// keepAlive sends progress acks every AckWait/3 until stopped.
-func (p *Participant) keepAlive(msg jetstream.Msg) (stop func()) {
-	period := p.cfg.AckWait / 3
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	t = time.AfterFunc(period, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		_ = msg.InProgress()
-		t.Reset(period)
-	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
-	}
 }
 
 // process runs the command in msg: decode, check, barrier, handler, outcome,
