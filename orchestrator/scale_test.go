@@ -131,27 +131,10 @@ func (b *bundle) checkAll(ids []string) {
 // state bucket is rebuilt from the stream and compared key by key.
 func TestTwoCoordinators(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	srv := b.srv
-	_, js1 := testenv.Connect(t, srv.URL())
-	_, js2 := testenv.Connect(t, srv.URL())
-	_, c1 := b.runCoordinator(js1)
-	_, c2 := b.runCoordinator(js2)
-	b.respond("bank-a", ok)
-	b.respond("bank-b", failEveryFifth)
-	n := 2000
-	if testing.Short() {
-		n = 300
-	}
-	ids := b.startMany("two", n)
-	b.checkAll(ids)
-	s1, s2 := c1.Stats(), c2.Stats()
-	t.Logf("coordinator 1: %+v", s1)
-	t.Logf("coordinator 2: %+v", s2)
+	s1, s2 := runTwoCoordinators(t, "two", 2000)
 	if s1.Applied == 0 || s2.Applied == 0 {
 		t.Fatal("one coordinator did no work")
 	}
-	b.compareReplay()
 }
 
 // TestTwoCoordinatorsGroupCommit: two coordinators with group commit on
@@ -160,28 +143,33 @@ func TestTwoCoordinators(t *testing.T) {
 // batches, and every saga ends as it must, the live bucket equal to replay.
 func TestTwoCoordinatorsGroupCommit(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	srv := b.srv
-	_, js1 := testenv.Connect(t, srv.URL())
-	_, js2 := testenv.Connect(t, srv.URL())
-	batches := func(c *orchestrator.Config) { c.AtomicBatchMin = 2 }
-	_, c1 := b.runCoordinator(js1, batches)
-	_, c2 := b.runCoordinator(js2, batches)
-	b.respond("bank-a", ok)
-	b.respond("bank-b", failEveryFifth)
-	n := 1000
-	if testing.Short() {
-		n = 300
-	}
-	ids := b.startMany("gc", n)
-	b.checkAll(ids)
-	s1, s2 := c1.Stats(), c2.Stats()
-	t.Logf("coordinator 1: %+v", s1)
-	t.Logf("coordinator 2: %+v", s2)
+	s1, s2 := runTwoCoordinators(t, "gc", 1000, func(c *orchestrator.Config) { c.AtomicBatchMin = 2 })
 	if s1.Batches+s2.Batches == 0 {
 		t.Fatal("no atomic batch was committed")
 	}
+}
+
+// runTwoCoordinators runs n sagas (300 with -short) through two
+// coordinators configured by options, one participant failing every fifth
+// credit; it checks every saga's end and that replay equals the live bucket,
+// and returns the coordinators' stats.
+func runTwoCoordinators(t *testing.T, name string, n int, options ...func(*orchestrator.Config)) (orchestrator.Stats, orchestrator.Stats) {
+	b := setup(t)
+	_, js1 := testenv.Connect(t, b.srv.URL())
+	_, js2 := testenv.Connect(t, b.srv.URL())
+	_, c1 := b.runCoordinator(js1, options...)
+	_, c2 := b.runCoordinator(js2, options...)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", failEveryFifth)
+	if testing.Short() {
+		n = 300
+	}
+	b.checkAll(b.startMany(name, n))
+	s1, s2 := c1.Stats(), c2.Stats()
+	t.Logf("coordinator 1: %+v", s1)
+	t.Logf("coordinator 2: %+v", s2)
 	b.compareReplay()
+	return s1, s2
 }
 
 // compareReplay rebuilds the state into a new bucket and compares it with

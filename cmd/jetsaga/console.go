@@ -64,7 +64,7 @@ Origin checked). Everything it serves is embedded in the binary.`,
 			if err := checkExposure(listen, cfg); err != nil {
 				return err
 			}
-			log, err := lf.logger(a)
+			log, ns, err := a.serviceSetup(&lf, &nf)
 			if err != nil {
 				return err
 			}
@@ -75,10 +75,6 @@ Origin checked). Everything it serves is embedded in the binary.`,
 				return err
 			}
 			defer nc.Close()
-			ns, err := nf.namespace()
-			if err != nil {
-				return err
-			}
 			s := &session{nc: nc, js: js, ns: ns, client: orchestrator.NewClient(js, ns), url: redactURLs(nf.url)}
 			defer s.client.Close()
 			if err := s.check(ctx); err != nil {
