@@ -29,7 +29,8 @@ type consumerCheck struct {
 	warnIn time.Duration
 
 	mu         sync.Mutex
-	filters    []string // of every consumer, as last listed
+	filters    []string        // of every consumer, as last listed
+	coverage   map[string]bool // covered(participant) under these filters
 	refreshed  time.Time
 	refreshing bool
 	pending    map[string]uint64 // commands sent while a listing runs
@@ -45,7 +46,7 @@ const (
 func newConsumerCheck(js jetstream.JetStream, ns events.Namespace, log *slog.Logger, count *atomic.Uint64, wg *sync.WaitGroup) *consumerCheck {
 	return &consumerCheck{js: js, ns: ns, log: log, count: count, wg: wg,
 		every: consumerRefreshEvery, warnIn: unconsumedWarnEvery,
-		pending: map[string]uint64{}, warned: map[string]time.Time{}}
+		pending: map[string]uint64{}, warned: map[string]time.Time{}, coverage: map[string]bool{}}
 }
 
 // sent records a command published for participant.
@@ -68,14 +69,24 @@ func (k *consumerCheck) sent(participant string) {
 }
 
 // covered reports whether a listed consumer selects participant's commands.
+// Every command asks, so the answer is kept until the next listing.
 func (k *consumerCheck) covered(participant string) bool {
+	if c, ok := k.coverage[participant]; ok {
+		return c
+	}
 	subject := k.ns.Command(participant, "x")
+	c := false
 	for _, f := range k.filters {
 		if subjectMatches(f, subject) {
-			return true
+			c = true
+			break
 		}
 	}
-	return false
+	if len(k.coverage) >= maxWarnedEntries {
+		clear(k.coverage)
+	}
+	k.coverage[participant] = c
+	return c
 }
 
 func (k *consumerCheck) refresh() {
@@ -114,6 +125,7 @@ func (k *consumerCheck) refresh() {
 		return
 	}
 	k.filters, k.refreshed = filters, time.Now()
+	clear(k.coverage)
 	for p, n := range k.pending {
 		if !k.covered(p) {
 			k.unconsumed(p, n)
