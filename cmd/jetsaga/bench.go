@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
@@ -29,6 +30,7 @@ func (a *app) benchCmd() *cobra.Command {
 		mutexProfile string
 		memProfile   string
 		withMetrics  bool
+		countFsyncs  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -70,6 +72,14 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 				return usagef("--replicas, --coordinators and --workers must be at least 1")
 			}
 			o.NATSURL, o.DatabaseURL = natsURL, dbURL
+			if countFsyncs {
+				if natsURL != "" {
+					return usagef("--count-fsyncs counts the embedded server's fsyncs; it cannot count those of --nats-url")
+				}
+				if o.FsyncLog = os.Getenv(fsyncLogEnv); o.FsyncLog == "" {
+					return benchUnderStrace(cmd.Context(), a)
+				}
+			}
 			if natsURL != "" {
 				o.NATSOptions = []nats.Option{nats.Name("jetsaga bench")}
 			} else {
@@ -144,6 +154,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load to this file")
 	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of the load to this file")
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile, taken when the load ends, to this file")
+	fs.BoolVar(&countFsyncs, "count-fsyncs", false, "count the embedded JetStream store's fsyncs during the load (runs the bench under strace, which must be installed; each fsync then stops for strace, so take sagas/s from a run without it)")
 	fs.BoolVar(&withMetrics, "metrics", false, "keep the coordinator's and the banks' Prometheus metrics and scrape them every 5 s, to measure what they cost")
 	return cmd
 }
@@ -232,6 +243,9 @@ func printBench(w io.Writer, r *bench.Report) {
 	fmt.Fprintf(t, "latency\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n", r.P50ms, r.P90ms, r.P99ms, r.MaxMs)
 	fmt.Fprintf(t, "per saga\t%.2f PostgreSQL step transactions (%.2f transaction ids, savepoints included), %.2f JetStream writes, %.2f ms CPU of this process\n",
 		r.PGCommitsPerSaga, r.PGXidsPerSaga, r.JSPublishesPerSaga, r.CPUmsPerSaga)
+	if r.JSFsyncsPerSaga > 0 {
+		fmt.Fprintf(t, "fsyncs\t%.2f JetStream fsyncs per saga (counted by strace)\n", r.JSFsyncsPerSaga)
+	}
 	fmt.Fprintf(t, "memory\tpeak RSS %d MiB (RSS %d MiB at start of load, %d MiB at end)\n", r.PeakRSSBytes>>20, r.RSSStartBytes>>20, r.RSSEndBytes>>20)
 	if r.PGCeilingTPS > 0 {
 		fmt.Fprintf(t, "ceilings\tPostgreSQL %.0f UPDATE tx/s, JetStream %.0f sync publishes/s (sagas/s = %.1f%% and %.1f%% of them)\n",
@@ -297,4 +311,40 @@ func benchSignals(parent context.Context, stderr io.Writer) (ctx context.Context
 		}
 	}()
 	return ctx, func() { signal.Stop(sigs); signal.Reset(syscall.SIGPIPE); close(done); cancel() }, stopCh
+}
+
+// fsyncLogEnv names the strace log to a bench that runs under strace.
+const fsyncLogEnv = "JETSAGA_BENCH_FSYNC_LOG"
+
+// benchUnderStrace runs this same bench command again under strace, which
+// logs the fsync calls of the process and names their files; the bench it
+// runs reads the log (bench.Options.FsyncLog). Only fsync stops the traced
+// process (seccomp-bpf), so the load runs nearly as fast as without.
+func benchUnderStrace(ctx context.Context, a *app) error {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		return fmt.Errorf("--count-fsyncs needs strace (apt-get install strace): %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	log, err := os.CreateTemp("", "jetsaga-bench-fsyncs-*.log")
+	if err != nil {
+		return err
+	}
+	log.Close()
+	defer os.Remove(log.Name())
+	args := append([]string{"-f", "--seccomp-bpf", "-qq", "-y", "-e", "trace=fsync", "-o", log.Name(), "--", self}, os.Args[1:]...)
+	cmd := exec.CommandContext(ctx, strace, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, a.stdout, a.stderr
+	cmd.Env = append(os.Environ(), fsyncLogEnv+"="+log.Name())
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return &exitCodeError{code: exit.ExitCode()} // the bench said why
+		}
+		return fmt.Errorf("bench under strace: %w", err)
+	}
+	return nil
 }

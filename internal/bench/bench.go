@@ -5,6 +5,8 @@
 package bench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -86,6 +88,12 @@ type Options struct {
 	// CeilingDuration is how long each ceiling is measured. Default 3s;
 	// negative skips the ceilings.
 	CeilingDuration time.Duration
+	// FsyncLog, if set, is an strace log of this process's fsync calls
+	// with file names (`strace -f -y -e trace=fsync -o FsyncLog`, which
+	// `jetsaga bench --count-fsyncs` runs it under): the run counts the
+	// fsyncs of the embedded server's JetStream store during the load
+	// (Report.JSFsyncsPerSaga). Ignored with NATSURL.
+	FsyncLog string
 	// LoadDone, if set, is called when the load ends, before the run reads
 	// back the hop breakdown and checks the invariants (to end profiles
 	// there).
@@ -192,11 +200,14 @@ type Report struct {
 	// transactions and savepoints that wrote (a step's handler runs in one).
 	PGXidsPerSaga      float64 `json:"pg_xids_per_saga"`
 	JSPublishesPerSaga float64 `json:"js_publishes_per_saga"`
-	CPUSeconds         float64 `json:"cpu_seconds"`
-	CPUmsPerSaga       float64 `json:"cpu_ms_per_saga"`
-	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
-	RSSStartBytes      int64   `json:"rss_start_bytes"`
-	RSSEndBytes        int64   `json:"rss_end_bytes"`
+	// JSFsyncsPerSaga is the embedded JetStream store's fsyncs during the
+	// load per saga, counted from Options.FsyncLog; 0 when not counted.
+	JSFsyncsPerSaga float64 `json:"js_fsyncs_per_saga,omitempty"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUmsPerSaga    float64 `json:"cpu_ms_per_saga"`
+	PeakRSSBytes    int64   `json:"peak_rss_bytes"`
+	RSSStartBytes   int64   `json:"rss_start_bytes"`
+	RSSEndBytes     int64   `json:"rss_end_bytes"`
 
 	PGCeilingTPS        float64 `json:"pg_ceiling_tps"`
 	JSCeilingPPS        float64 `json:"js_ceiling_pps"`
@@ -286,6 +297,8 @@ type env struct {
 	closers []func()
 	report  *Report
 	http    *httpMode // ModeHTTP only
+	// jsStore is the embedded server's store directory ("" with NATSURL).
+	jsStore string
 }
 
 func (e *env) close() {
@@ -370,6 +383,7 @@ func (e *env) setup(ctx context.Context) error {
 		}
 		e.closers = append(e.closers, srv.Close)
 		url = srv.URL()
+		e.jsStore = dir
 		r.Settings.NATS = "embedded, JetStream file storage, sync " + o.JSSync
 	} else {
 		r.Settings.NATS = url + " (sync policy as configured on the server)"
@@ -579,6 +593,7 @@ type counters struct {
 	pgCommits  int64
 	pgXids     int64
 	jsMessages uint64
+	jsFsyncs   int64 // -1: not counted
 	cpu        time.Duration
 }
 
@@ -618,7 +633,40 @@ func (e *env) counters(ctx context.Context) (counters, error) {
 		c.jsMessages += info.State.LastSeq
 	}
 	c.cpu = processCPU()
+	if c.jsFsyncs, err = countFsyncs(e.o.FsyncLog, e.jsStore); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// countFsyncs counts the fsync calls on files under dir that the strace log
+// at path holds so far (-1 if either is ""). strace -y names each call's
+// file: `1234 fsync(7</tmp/…/jetstream/…/1.blk>) = 0`, or with
+// `<unfinished ...>` when another thread's call came in between (its
+// `<... fsync resumed>` line is not counted again).
+func countFsyncs(path, dir string) (int64, error) {
+	if path == "" || dir == "" {
+		return -1, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("fsync log: %w", err)
+	}
+	defer f.Close()
+	var n int64
+	want := []byte("<" + dir)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if i := bytes.Index(line, []byte("fsync(")); i >= 0 && bytes.Contains(line[i:], want) {
+			n++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("fsync log: %w", err)
+	}
+	return n, nil
 }
 
 // processCPU is the CPU time this process has used.
@@ -838,6 +886,9 @@ func (e *env) load(ctx context.Context) error {
 		r.PGCommitsPerSaga = float64(after.pgCommits-before.pgCommits) / n
 		r.PGXidsPerSaga = float64(after.pgXids-before.pgXids) / n
 		r.JSPublishesPerSaga = float64(after.jsMessages-before.jsMessages) / n
+		if before.jsFsyncs >= 0 {
+			r.JSFsyncsPerSaga = float64(after.jsFsyncs-before.jsFsyncs) / n
+		}
 		r.CPUSeconds = (after.cpu - before.cpu).Seconds()
 		r.CPUmsPerSaga = r.CPUSeconds * 1000 / n
 	}

@@ -2,7 +2,11 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +69,87 @@ func TestSmokeHTTP(t *testing.T) {
 	}
 	if r.Settings.Mode != ModeHTTP || r.Sagas != 200 || r.Committed == 0 || r.Compensated == 0 || r.PGCommitsPerSaga <= 0 {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+func TestCountFsyncs(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "strace.log")
+	lines := []string{
+		`101 fsync(7</tmp/js/jetstream/$G/streams/SAGAS/msgs/1.blk>) = 0`,
+		`102 fsync(9</tmp/js/jetstream/$G/streams/SAGA_CMDS/msgs/1.blk> <unfinished ...>`,
+		`101 fsync(7</tmp/js/jetstream/$G/streams/SAGAS/msgs/1.blk>) = 0`,
+		`102 <... fsync resumed>) = 0`,
+		`300 fsync(4</var/lib/postgresql/base/1/2>) = 0`, // another file
+		`101 fdatasync(7</tmp/js/jetstream/x>) = 0`,      // not traced, and not an fsync
+	}
+	if err := os.WriteFile(log, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := countFsyncs(log, "/tmp/js"); err != nil || n != 3 {
+		t.Fatalf("countFsyncs = %d, %v; want 3", n, err)
+	}
+	if n, err := countFsyncs("", "/tmp/js"); err != nil || n != -1 {
+		t.Fatalf("without a log: %d, %v; want -1 (not counted)", n, err)
+	}
+}
+
+// fsyncChildLog and fsyncChildReport tell TestFsyncsCounted's child process
+// (the test binary again, under strace) where the log is and where to write
+// its report.
+const (
+	fsyncChildLog    = "JETSAGA_TEST_FSYNC_LOG"
+	fsyncChildReport = "JETSAGA_TEST_FSYNC_REPORT"
+)
+
+// TestFsyncsCounted runs a small load in a child process under strace, as
+// `jetsaga bench --count-fsyncs` does, and checks the fsyncs the report
+// counts: with sync always, every JetStream write is synced at least once.
+func TestFsyncsCounted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if log := os.Getenv(fsyncChildLog); log != "" {
+		r, err := Run(ctx, Options{Sagas: 100, Concurrency: 8, Accounts: 50, CeilingDuration: -1,
+			FsyncLog: log, DatabaseURL: os.Getenv("DATABASE_URL")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(os.Getenv(fsyncChildReport), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("strace is not installed; .ci/run installs it")
+		}
+		t.Skip("strace is not installed")
+	}
+	dir := t.TempDir()
+	log, report := filepath.Join(dir, "strace.log"), filepath.Join(dir, "report.json")
+	cmd := exec.CommandContext(ctx, strace, "-f", "--seccomp-bpf", "-qq", "-y", "-e", "trace=fsync", "-o", log, "--",
+		os.Args[0], "-test.run=^TestFsyncsCounted$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fsyncChildLog+"="+log, fsyncChildReport+"="+report)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%.2f writes, %.2f fsyncs per saga", r.JSPublishesPerSaga, r.JSFsyncsPerSaga)
+	if !r.InvariantsOK || r.Sagas != 100 {
+		t.Fatalf("report: %+v", r)
+	}
+	if r.JSFsyncsPerSaga < r.JSPublishesPerSaga || r.JSFsyncsPerSaga > 3*r.JSPublishesPerSaga {
+		t.Fatalf("%.2f fsyncs per saga for %.2f writes: want at least one each, and not many more", r.JSFsyncsPerSaga, r.JSPublishesPerSaga)
 	}
 }
