@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/examples/bank"
-	"github.com/jetsaga/jetsaga/internal/devenv"
 	"github.com/jetsaga/jetsaga/orchestrator"
 	"github.com/jetsaga/jetsaga/participants"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetsaga/jetsaga/internal/devenv"
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/outbox"
 )
 

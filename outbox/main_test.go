@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetsaga/jetsaga/internal/devenv"
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 )
 

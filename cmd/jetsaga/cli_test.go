@@ -18,8 +18,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/events"
-	"github.com/jetsaga/jetsaga/internal/devenv"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 	"github.com/jetsaga/jetsaga/orchestrator"
 )

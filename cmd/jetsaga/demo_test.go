@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetsaga/jetsaga/internal/devenv"
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/events"
-	"github.com/jetsaga/jetsaga/internal/devenv"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 	"github.com/jetsaga/jetsaga/orchestrator"
 )

@@ -30,9 +30,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/examples/bank"
-	"github.com/jetsaga/jetsaga/internal/devenv"
 	"github.com/jetsaga/jetsaga/orchestrator"
 	"github.com/jetsaga/jetsaga/participants"
 )

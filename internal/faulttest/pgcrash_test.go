@@ -19,8 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/examples/bank"
-	"github.com/jetsaga/jetsaga/internal/devenv"
 	"github.com/jetsaga/jetsaga/internal/invariants"
 	"github.com/jetsaga/jetsaga/participants"
 )

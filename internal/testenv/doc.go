@@ -1,6 +1,6 @@
 // Package testenv gives tests real infrastructure: embedded NATS servers
 // (single node or cluster) and fresh PostgreSQL databases, each cleaned up
-// through testing.TB, on top of internal/devenv.
+// through testing.TB, on top of devenv.
 //
 // # Setup
 //

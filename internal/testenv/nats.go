@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetsaga/jetsaga/internal/devenv"
+	"github.com/jetsaga/jetsaga/devenv"
 )
 
 // clusterReadyTimeout bounds the wait for a JetStream meta leader.

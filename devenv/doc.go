@@ -3,8 +3,10 @@
 // (single node or a loopback cluster) and throwaway PostgreSQL clusters
 // built from the locally installed server binaries.
 //
-// It is not a test package: the jetsaga demo, dev and bench commands use it
-// too. Test code should normally use internal/testenv, which wraps it with
+// It is not a test package: the jetsaga demo, dev and bench commands and
+// the packages' examples use it, and so can a user's own examples, tests and
+// tools (what runs in production is a real NATS deployment and PostgreSQL
+// server). This repository's tests use internal/testenv, which wraps it with
 // testing.TB lifecycles.
 //
 // # NATS
