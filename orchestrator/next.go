@@ -357,6 +357,14 @@ func (m *machine) stick(i int, why string) {
 	m.s.ParkedFrom, m.s.Status, m.s.Reason = m.s.Status, Parked, why
 }
 
+// leavesFinished reports whether Next leaves every finished saga as it is
+// for in, whatever the saga's state: a decodable timer, since a finished
+// saga has none pending (its timer fires later, once, and is ignored).
+// Replay uses it to skip reading back a finished saga it no longer holds.
+func leavesFinished(in Input) bool {
+	return in.Kind == events.KindTick && in.Err == nil && in.Tick != nil
+}
+
 func (m *machine) onTick(due int64) {
 	s := m.s
 	if s.TimerMS == due {

@@ -204,6 +204,16 @@ func TestNextProperties(t *testing.T) {
 			if !s.state.Status.Terminal() {
 				t.Fatalf("not terminal: %s (%s)", s.state.Status, s.state.Reason)
 			}
+			// A finished saga's late timer changes nothing (Replay relies
+			// on it: leavesFinished).
+			late := Input{Kind: events.KindTick, Seq: 1 << 40, TimeMS: s.now + 1,
+				Tick: &events.Tick{V: 1, SagaID: plan.SagaID, DueMS: rapid.Int64Range(1, s.now+120_000).Draw(t, "lateDue")}}
+			if !leavesFinished(late) {
+				t.Fatal("leavesFinished: a decodable tick is not recognised")
+			}
+			if r := Next(s.state, late); r.Changed {
+				t.Fatalf("a late timer changed a %s saga", s.state.Status)
+			}
 			for name, b := range s.barrier {
 				if b.appliedDo > 1 {
 					t.Fatalf("action %s applied %d times", name, b.appliedDo)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,18 +56,31 @@ type Comparison struct {
 // state machine (starts, outcomes, timers, operator actions) and
 // coordinators apply each saga's inputs in stream order, so the result
 // equals what the coordinators wrote, as long as the stream's max age has
-// not dropped a saga's early messages.
+// not dropped a saga's early messages. It returns every saga in memory;
+// Replay, which writes them into a bucket, holds only those in flight.
 //
 // Starts record the default step timeout in a saga's state: give the
 // coordinators' Config.StepTimeout as opts.StepTimeout.
 func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace, opts ReplayOptions) (map[string]*State, error) {
+	states := map[string]*State{}
+	err := foldInputs(ctx, js, ns, opts, func(in Input) error {
+		if r := Next(states[in.SagaID], in); r.Changed {
+			states[in.SagaID] = r.State
+		}
+		return nil
+	})
+	return states, err
+}
+
+// foldInputs calls apply with every input of the sagas stream, in stream
+// order, as a coordinator with opts.StepTimeout decodes it.
+func foldInputs(ctx context.Context, js jetstream.JetStream, ns events.Namespace, opts ReplayOptions, apply func(Input) error) error {
 	cfg := Config{StepTimeout: opts.StepTimeout}
 	if cfg.StepTimeout == 0 {
 		cfg.StepTimeout = DefaultStepTimeout
 	}
 	stepTimeout := cfg.stepTimeoutMS()
-	states := map[string]*State{}
-	err := scan(ctx, js, ns.SagasStream(), ns.CoordinatorFilters(), func(m jetstream.Msg) error {
+	return scan(ctx, js, ns.SagasStream(), ns.CoordinatorFilters(), func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
 		if err != nil {
 			return err
@@ -76,12 +90,8 @@ func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace, opts
 			return nil
 		}
 		in.StepTimeoutMS = stepTimeout
-		if r := Next(states[in.SagaID], in); r.Changed {
-			states[in.SagaID] = r.State
-		}
-		return nil
+		return apply(in)
 	})
-	return states, err
 }
 
 // Replay folds the sagas stream and writes every saga's state into bucket
@@ -90,25 +100,65 @@ func Fold(ctx context.Context, js jetstream.JetStream, ns events.Namespace, opts
 // opts.Compare, compares them with the live bucket. Into the live bucket
 // (ns.StateBucket()) it repairs a lost or damaged bucket: stop the
 // coordinators first. Into another bucket it lets an operator compare.
+//
+// Its memory follows the sagas in flight at each point of the stream, not
+// the whole stream: a saga's state is written as soon as it is finished
+// and dropped (read back from the bucket if a later input changes it — a
+// rejection is recorded even in a finished saga), and the comparison reads
+// both buckets key by key. What it keeps of every saga is its id.
 func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bucket string, opts ReplayOptions) (ReplayReport, error) {
 	rep := ReplayReport{Bucket: bucket}
-	states, err := Fold(ctx, js, ns, opts)
-	if err != nil {
-		return rep, fmt.Errorf("replay %s: %w", ns.SagasStream(), err)
-	}
 	cfg := ns.StateBucketConfig(opts.Streams)
 	cfg.Bucket = bucket
 	kv, err := openOrCreateBucket(ctx, js, cfg)
 	if err != nil {
 		return rep, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
-	encoded, err := writeStates(ctx, js, ns, kv, states)
+	sink, err := newStateSink(ctx, js, ns, kv)
 	if err != nil {
 		return rep, err
 	}
-	rep.Rebuilt = len(states)
+	defer sink.close()
+	inFlight := map[string]*State{}
+	written := map[string]struct{}{}
+	err = foldInputs(ctx, js, ns, opts, func(in Input) error {
+		prev, ok := inFlight[in.SagaID]
+		if _, done := written[in.SagaID]; !ok && done {
+			if leavesFinished(in) {
+				return nil // every finished saga's late timer
+			}
+			if prev, err = sink.readBack(ctx, in.SagaID); err != nil {
+				return err
+			}
+		}
+		r := Next(prev, in)
+		switch {
+		case !r.Changed:
+			return nil
+		case r.State.Status.Terminal():
+			delete(inFlight, in.SagaID)
+			written[in.SagaID] = struct{}{}
+			return sink.put(ctx, in.SagaID, r.State)
+		default:
+			inFlight[in.SagaID] = r.State
+			return nil
+		}
+	})
+	if err != nil {
+		return rep, fmt.Errorf("replay %s: %w", ns.SagasStream(), err)
+	}
+	for id, st := range inFlight {
+		written[id] = struct{}{}
+		if err := sink.put(ctx, id, st); err != nil {
+			return rep, err
+		}
+	}
+	if err := sink.flush(ctx); err != nil {
+		return rep, err
+	}
+	rep.Rebuilt = len(written)
 	if opts.Compare {
-		if rep.Compared, err = compareLive(ctx, js, ns, encoded); err != nil {
+		if rep.Compared, err = compareLive(ctx, js, ns, kv, written); err != nil {
 			return rep, err
 		}
 	}
@@ -119,11 +169,26 @@ func Replay(ctx context.Context, js jetstream.JetStream, ns events.Namespace, bu
 // batches store with a few syncs each.
 const replayBatchMin = 32
 
-// writeStates writes states (as Fold returns them) into kv, whatever its
-// keys hold, and returns them encoded. A finished saga's state gets its TTL
-// (FinishedStateTTL of the sagas stream's max age), as the coordinator
-// writes it.
-func writeStates(ctx context.Context, js jetstream.JetStream, ns events.Namespace, kv jetstream.KeyValue, states map[string]*State) (map[string][]byte, error) {
+// stateSink writes states into a bucket whatever its keys hold, many at
+// once (so that they are committed in batches). A finished saga's state
+// gets its TTL (FinishedStateTTL of the sagas stream's max age), as the
+// coordinator writes it.
+type stateSink struct {
+	kv     jetstream.KeyValue
+	pub    *groupcommit.Publisher
+	w      *stateWriter
+	window []pendingWrite
+}
+
+type pendingWrite struct {
+	id   string
+	call *groupcommit.Call
+}
+
+// sinkWindow is the most writes in flight at once.
+const sinkWindow = 512
+
+func newStateSink(ctx context.Context, js jetstream.JetStream, ns events.Namespace, kv jetstream.KeyValue) (*stateSink, error) {
 	sagas, err := js.Stream(ctx, ns.SagasStream())
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", ns.SagasStream(), err)
@@ -136,106 +201,200 @@ func writeStates(ctx context.Context, js jetstream.JetStream, ns events.Namespac
 		return nil, err
 	}
 	pub := newPublisher(js, cfg, replayBatchMin)
-	defer pub.Close()
-	w := newStateWriter(kv, pub, sagas.CachedInfo().Config.MaxAge, true)
-	encoded := make(map[string][]byte, len(states))
-	// Many writes in flight at once, so that they are committed in batches.
-	type inFlight struct {
-		id   string
-		call *groupcommit.Call
-	}
-	var window []inFlight
-	wait := func() error {
-		for _, f := range window {
-			if _, err := f.call.Wait(ctx); err != nil {
-				return fmt.Errorf("write saga %s into %s: %w", f.id, kv.Bucket(), err)
-			}
-		}
-		window = window[:0]
-		return nil
-	}
-	for id, st := range states {
-		data, err := encodeState(st)
-		if err != nil {
-			return nil, fmt.Errorf("encode saga %s: %w", id, err)
-		}
-		call, err := pub.Submit(ctx, w.message(id, data, w.ttlOf(st), nil))
-		if err != nil {
-			return nil, fmt.Errorf("write saga %s into %s: %w", id, kv.Bucket(), err)
-		}
-		window = append(window, inFlight{id, call})
-		if len(window) == 512 {
-			if err := wait(); err != nil {
-				return nil, err
-			}
-		}
-		encoded[id] = data
-	}
-	if err := wait(); err != nil {
-		return nil, err
-	}
-	return encoded, nil
+	return &stateSink{kv: kv, pub: pub, w: newStateWriter(kv, pub, sagas.CachedInfo().Config.MaxAge, true)}, nil
 }
 
-// compareLive compares rebuilt (encoded) states with the live ones. A saga
-// whose start no coordinator has applied yet has no live state: it is
+func (s *stateSink) close() { s.pub.Close() }
+
+// put writes st as saga id's state (flushing when the window is full).
+func (s *stateSink) put(ctx context.Context, id string, st *State) error {
+	data, err := encodeState(st)
+	if err != nil {
+		return fmt.Errorf("encode saga %s: %w", id, err)
+	}
+	call, err := s.pub.Submit(ctx, s.w.message(id, data, s.w.ttlOf(st), nil))
+	if err != nil {
+		return fmt.Errorf("write saga %s into %s: %w", id, s.kv.Bucket(), err)
+	}
+	s.window = append(s.window, pendingWrite{id, call})
+	if len(s.window) == sinkWindow {
+		return s.flush(ctx)
+	}
+	return nil
+}
+
+// flush waits for every write in flight.
+func (s *stateSink) flush(ctx context.Context) error {
+	for _, p := range s.window {
+		if _, err := p.call.Wait(ctx); err != nil {
+			return fmt.Errorf("write saga %s into %s: %w", p.id, s.kv.Bucket(), err)
+		}
+	}
+	s.window = s.window[:0]
+	return nil
+}
+
+// readBack returns the state written for saga id.
+func (s *stateSink) readBack(ctx context.Context, id string) (*State, error) {
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	e, err := s.kv.Get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("read saga %s back from %s: %w", id, s.kv.Bucket(), err)
+	}
+	return decodeState(e.Value())
+}
+
+// compareLive compares the states rebuilt into rebuiltKV (the sagas in
+// rebuilt) with the live ones, key by key, compareWorkers keys at a time.
+// A saga whose start no coordinator has applied yet has no live state: it is
 // compared with what Client.Get shows for it (the fold of its first start).
-func compareLive(ctx context.Context, js jetstream.JetStream, ns events.Namespace, rebuilt map[string][]byte) (*Comparison, error) {
+func compareLive(ctx context.Context, js jetstream.JetStream, ns events.Namespace, rebuiltKV jetstream.KeyValue, rebuilt map[string]struct{}) (*Comparison, error) {
 	kv, err := js.KeyValue(ctx, ns.StateBucket())
 	if err != nil {
 		return nil, fmt.Errorf("live bucket %s: %w", ns.StateBucket(), err)
 	}
-	lister, err := kv.ListKeys(ctx)
+	// The keys first, read as fast as they come: a listing read slowly
+	// buffers every entry in the client.
+	keys, err := listKeys(ctx, kv)
 	if err != nil {
-		return nil, fmt.Errorf("list live bucket %s: %w", ns.StateBucket(), err)
-	}
-	c := &Comparison{MissingLive: []string{}, MissingReplay: []string{}, Changed: []string{}}
-	seen := map[string]bool{}
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			_ = lister.Stop()
-			return nil, fmt.Errorf("read %s from %s: %w", key, ns.StateBucket(), err)
-		}
-		c.Live++
-		seen[key] = true
-		r, ok := rebuilt[key]
-		switch {
-		case !ok:
-			c.MissingReplay = append(c.MissingReplay, key)
-		case !bytes.Equal(r, e.Value()):
-			c.Changed = append(c.Changed, key)
-		}
+		return nil, err
 	}
 	client := NewClient(js, ns)
 	defer client.Close()
-	for id, r := range rebuilt {
-		if seen[id] {
-			continue
+	c := &Comparison{MissingLive: []string{}, MissingReplay: []string{}, Changed: []string{}}
+	var mu sync.Mutex
+	record := func(list *[]string, id string) {
+		mu.Lock()
+		*list = append(*list, id)
+		mu.Unlock()
+	}
+	// compare checks one saga: live is its live state, nil if it has none.
+	compare := func(id string, live []byte) error {
+		if _, ok := rebuilt[id]; !ok {
+			record(&c.MissingReplay, id)
+			return nil
 		}
-		st, err := client.Get(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			c.MissingLive = append(c.MissingLive, id)
-			continue
+		e, err := rebuiltKV.Get(ctx, id)
+		if err != nil {
+			return fmt.Errorf("read %s from %s: %w", id, rebuiltKV.Bucket(), err)
+		}
+		if !bytes.Equal(e.Value(), live) {
+			record(&c.Changed, id)
+		}
+		return nil
+	}
+	live := 0
+	err = inParallel(ctx, keys, func(key string) error {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read saga %s: %w", id, err)
+			return fmt.Errorf("read %s from %s: %w", key, ns.StateBucket(), err)
 		}
-		c.Live++
-		live, err := encodeState(st)
-		if err != nil {
-			return nil, err
-		}
-		if !bytes.Equal(live, r) {
-			c.Changed = append(c.Changed, id)
+		mu.Lock()
+		live++
+		mu.Unlock()
+		return compare(key, e.Value())
+	})
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		seen[k] = struct{}{}
+	}
+	var unseen []string
+	for id := range rebuilt {
+		if _, ok := seen[id]; !ok {
+			unseen = append(unseen, id)
 		}
 	}
+	err = inParallel(ctx, unseen, func(id string) error {
+		st, err := client.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			record(&c.MissingLive, id)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read saga %s: %w", id, err)
+		}
+		data, err := encodeState(st)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		live++
+		mu.Unlock()
+		return compare(id, data)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Live = live
 	slices.Sort(c.Changed)
 	slices.Sort(c.MissingLive)
 	slices.Sort(c.MissingReplay)
 	c.Differ = len(c.Changed) + len(c.MissingLive) + len(c.MissingReplay)
 	return c, nil
+}
+
+// listKeys returns every key of kv.
+func listKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list bucket %s: %w", kv.Bucket(), err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// compareWorkers is how many sagas a comparison reads at once.
+const compareWorkers = 16
+
+// inParallel runs f for every id, compareWorkers at a time, and returns the
+// first error (the others stop taking ids).
+func inParallel(ctx context.Context, ids []string, f func(string) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan string)
+	errs := make(chan error, compareWorkers)
+	var wg sync.WaitGroup
+	for range compareWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range next {
+				if err := f(id); err != nil {
+					errs <- err
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, id := range ids {
+		select {
+		case next <- id:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return ctx.Err()
+	}
 }
