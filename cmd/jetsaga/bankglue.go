@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/jetsaga/jetsaga/examples/bank"
@@ -159,10 +157,4 @@ func barrierRows(ctx context.Context, pool *pgxpool.Pool, sagaID string) ([]stri
 		out[i] = fmt.Sprintf("step=%s op=%s status=%s attempt=%d", r.Step, r.Op, r.Status, r.Attempt)
 	}
 	return out, nil
-}
-
-// isDuplicateDatabase reports a CREATE DATABASE of an existing database.
-func isDuplicateDatabase(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42P04"
 }

@@ -107,13 +107,13 @@ func (d *demo) section(n int, title string) {
 
 func (d *demo) run() error {
 	s := d.s
-	where := "existing server " + redactURL(s.pg.URL("postgres"))
-	if !s.pg.External() {
-		where = fmt.Sprintf("throwaway cluster on %s (in %s)", pgHost(s.pg.URL("postgres")), s.pg.Dir())
+	where := "existing server " + redactURL(s.PG.URL("postgres"))
+	if !s.PG.External() {
+		where = fmt.Sprintf("throwaway cluster on %s (in %s)", pgHost(s.PG.URL("postgres")), s.PG.Dir())
 	}
-	fmt.Fprintf(d.out, "  NATS        %s (embedded, JetStream in %s)\n", s.nats.URL(), s.nats.StoreDir())
+	fmt.Fprintf(d.out, "  NATS        %s (embedded, JetStream in %s)\n", s.NATS.URL(), s.NATS.StoreDir())
 	fmt.Fprintf(d.out, "  PostgreSQL  %s\n", where)
-	fmt.Fprintf(d.out, "  databases   bank-a: %s, bank-b: %s (barrier, outbox and accounts tables migrated)\n", s.dbNames["bank-a"], s.dbNames["bank-b"])
+	fmt.Fprintf(d.out, "  databases   bank-a: %s, bank-b: %s (barrier, outbox and accounts tables migrated)\n", s.DBNames["bank-a"], s.DBNames["bank-b"])
 	if err := s.startParticipants(); err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func (d *demo) commit() error {
 }
 
 func (d *demo) compensate() error {
-	if err := setAbnormal(d.ctx, d.s.pools[bob.bank], bob, true); err != nil {
+	if err := setAbnormal(d.ctx, d.s.Pools[bob.bank], bob, true); err != nil {
 		return err
 	}
 	fmt.Fprintf(d.out, "%s is marked abnormal: bank-b refuses credits to it\n", bob)
@@ -232,7 +232,7 @@ func (d *demo) compensate() error {
 	if err != nil {
 		return err
 	}
-	if err := setAbnormal(d.ctx, d.s.pools[bob.bank], bob, false); err != nil {
+	if err := setAbnormal(d.ctx, d.s.Pools[bob.bank], bob, false); err != nil {
 		return err
 	}
 	if err := d.report(st, orchestrator.Compensated, before, map[account]int64{}); err != nil {
@@ -276,11 +276,11 @@ func (d *demo) duplicate() error {
 	// would: same command, but a new Nats-Msg-Id so that JetStream's
 	// duplicate window does not drop it. Only the barrier stands between
 	// it and a second debit.
-	stream, err := d.s.js.Stream(d.ctx, d.s.ns.CommandsStream())
+	stream, err := d.s.JS.Stream(d.ctx, d.s.NS.CommandsStream())
 	if err != nil {
 		return err
 	}
-	orig, err := stream.GetLastMsgForSubject(d.ctx, d.s.ns.Command(carol.bank, st.SagaID))
+	orig, err := stream.GetLastMsgForSubject(d.ctx, d.s.NS.Command(carol.bank, st.SagaID))
 	if err != nil {
 		return fmt.Errorf("read the debit command: %w", err)
 	}
@@ -293,7 +293,7 @@ func (d *demo) duplicate() error {
 	}
 	m.Header.Set("Nats-Msg-Id", orig.Header.Get("Nats-Msg-Id")+"/again")
 	skippedBefore := d.logs.count(carol.bank, "duplicate")
-	ack, err := d.s.js.PublishMsg(d.ctx, m)
+	ack, err := d.s.JS.PublishMsg(d.ctx, m)
 	if err != nil {
 		return fmt.Errorf("publish the duplicate: %w", err)
 	}
@@ -302,11 +302,11 @@ func (d *demo) duplicate() error {
 		return err
 	}
 	fmt.Fprintf(d.out, "%s handled it (its consumer acknowledged seq %d)\n", carol.bank, ack.Sequence)
-	rows, err := barrierRows(d.ctx, d.s.pools[carol.bank], st.SagaID)
+	rows, err := barrierRows(d.ctx, d.s.Pools[carol.bank], st.SagaID)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(d.out, "  barrier rows of this saga in %s:\n", d.s.dbNames[carol.bank])
+	fmt.Fprintf(d.out, "  barrier rows of this saga in %s:\n", d.s.DBNames[carol.bank])
 	for _, r := range rows {
 		fmt.Fprintf(d.out, "    %s\n", r)
 	}
@@ -321,7 +321,7 @@ func (d *demo) duplicate() error {
 
 // waitAcked waits until participant's consumer has acknowledged seq.
 func (d *demo) waitAcked(participant string, seq uint64) error {
-	cons, err := d.s.js.Consumer(d.ctx, d.s.ns.CommandsStream(), d.s.ns.ParticipantConsumer(participant))
+	cons, err := d.s.JS.Consumer(d.ctx, d.s.NS.CommandsStream(), d.s.NS.ParticipantConsumer(participant))
 	if err != nil {
 		return err
 	}
@@ -351,18 +351,18 @@ func (d *demo) restart() error {
 		return err
 	}
 	// Hold a lock on Alice's row in bank-a: the debit will wait for it.
-	release, err := lockAccount(d.ctx, d.s.pools[alice.bank], alice)
+	release, err := lockAccount(d.ctx, d.s.Pools[alice.bank], alice)
 	if err != nil {
 		return err
 	}
 	defer release()
-	fmt.Fprintf(d.out, "%s's row in %s is locked, so the debit will block inside its transaction\n", alice, d.s.dbNames[alice.bank])
+	fmt.Fprintf(d.out, "%s's row in %s is locked, so the debit will block inside its transaction\n", alice, d.s.DBNames[alice.bank])
 	fmt.Fprintf(d.out, "%s sends %s to %s\n", alice, cents(1000), bob)
 	id, err := d.s.client.Start(d.ctx, transferPlan(alice, bob, 1000))
 	if err != nil {
 		return err
 	}
-	if err := waitLockWaiter(d.ctx, d.s.pools[alice.bank], demoStepTimeout); err != nil {
+	if err := waitLockWaiter(d.ctx, d.s.Pools[alice.bank], demoStepTimeout); err != nil {
 		return err
 	}
 	fmt.Fprintln(d.out, "the debit command went out and bank-a is running it (blocked on the lock)")
@@ -397,13 +397,13 @@ func (d *demo) restart() error {
 
 // waitOutcomeStored waits until the debit's outcome is in the sagas stream.
 func (d *demo) waitOutcomeStored(id string) error {
-	stream, err := d.s.js.Stream(d.ctx, d.s.ns.SagasStream())
+	stream, err := d.s.JS.Stream(d.ctx, d.s.NS.SagasStream())
 	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(demoStepTimeout)
 	for {
-		_, err := stream.GetLastMsgForSubject(d.ctx, d.s.ns.Event(alice.bank, id))
+		_, err := stream.GetLastMsgForSubject(d.ctx, d.s.NS.Event(alice.bank, id))
 		if err == nil {
 			return nil
 		}
@@ -434,7 +434,7 @@ func stepStatus(st *orchestrator.State, name string) orchestrator.StepStatus {
 func (d *demo) balances() (map[account]int64, error) {
 	out := map[account]int64{}
 	for _, acc := range demoAccounts {
-		b, err := balance(d.ctx, d.s.pools[acc.bank], acc)
+		b, err := balance(d.ctx, d.s.Pools[acc.bank], acc)
 		if err != nil {
 			return nil, err
 		}
@@ -460,7 +460,7 @@ func (d *demo) printBalances(prefix string) error {
 func (d *demo) totals() (int64, error) {
 	var sum int64
 	for _, b := range banks {
-		t, err := bankTotal(d.ctx, d.s.pools[b.name])
+		t, err := bankTotal(d.ctx, d.s.Pools[b.name])
 		if err != nil {
 			return 0, err
 		}
@@ -472,7 +472,7 @@ func (d *demo) totals() (int64, error) {
 func (d *demo) negativeBalances() (int, error) {
 	n := 0
 	for _, b := range banks {
-		k, err := countNegative(d.ctx, d.s.pools[b.name])
+		k, err := countNegative(d.ctx, d.s.Pools[b.name])
 		if err != nil {
 			return 0, err
 		}

@@ -83,7 +83,7 @@ traces when the OTEL_* environment asks for them.`,
 				stopMetrics, err = serveMetrics(metricsAddr, reg, log)
 			}
 			if err == nil && serveAPI {
-				stopAPI, err = startAPI(s.nc, s.js, s.ns, tp, log)
+				stopAPI, err = startAPI(s.NC, s.JS, s.NS, tp, log)
 			}
 			if err != nil {
 				stopMetrics()
@@ -122,25 +122,25 @@ func (a *app) printDevInfo(s *stack, port int, storeDir, dtmURL, consoleURL stri
 	w := a.stdout
 	urlFlag := ""
 	if port != 4222 {
-		urlFlag = " --nats-url " + s.nats.URL()
+		urlFlag = " --nats-url " + s.NATS.URL()
 	}
 	kept := "temporary, removed at exit"
 	if storeDir != "" {
 		kept = "kept"
 	}
 	pg := "throwaway cluster, removed at exit"
-	if s.pg.External() {
+	if s.PG.External() {
 		pg = "existing server, databases kept"
 	}
 	fmt.Fprintln(w, "\njetsaga dev: ready")
 	tw := newTable(w)
 	fmt.Fprintf(tw, "  console\t%s\tthe web console (loopback, no login)\n", consoleURL)
-	fmt.Fprintf(tw, "  NATS\t%s\tJetStream in %s (%s)\n", s.nats.URL(), s.nats.StoreDir(), kept)
+	fmt.Fprintf(tw, "  NATS\t%s\tJetStream in %s (%s)\n", s.NATS.URL(), s.NATS.StoreDir(), kept)
 	for _, b := range banks {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.name, redactURL(s.dbURLs[b.name]), pg)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.name, redactURL(s.DBURLs[b.name]), pg)
 	}
 	fmt.Fprintf(tw, "  DTM API\t%s\tHTTP steps may call %s\n", dtmURL, strings.Join(devAllow, ", "))
-	fmt.Fprintf(tw, "  coordinator\tprefix %s\tstreams %s, %s; bucket %s\n", s.ns.Prefix(), s.ns.SagasStream(), s.ns.CommandsStream(), s.ns.StateBucket())
+	fmt.Fprintf(tw, "  coordinator\tprefix %s\tstreams %s, %s; bucket %s\n", s.NS.Prefix(), s.NS.SagasStream(), s.NS.CommandsStream(), s.NS.StateBucket())
 	_ = tw.Flush()
 	var accs []string
 	for _, acc := range demoAccounts {

@@ -192,12 +192,12 @@ func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, log *slog.
 // stack; it returns the gateway's URL.
 func (s *stack) startDTM(port int) (string, error) {
 	allow := httpparticipant.MustAllow(devAllow...)
-	p, err := httpparticipant.New(httpparticipant.Config{JetStream: s.js, Namespace: s.ns, Allow: allow,
+	p, err := httpparticipant.New(httpparticipant.Config{JetStream: s.JS, Namespace: s.NS, Allow: allow,
 		Logger: s.cfg.log.With("component", "http-participant")})
 	if err != nil {
 		return "", err
 	}
-	g, err := dtmgateway.New(dtmgateway.Config{JetStream: s.js, Namespace: s.ns, Allow: allow, Logger: s.cfg.log.With("component", "gateway")})
+	g, err := dtmgateway.New(dtmgateway.Config{JetStream: s.JS, Namespace: s.NS, Allow: allow, Logger: s.cfg.log.With("component", "gateway")})
 	if err != nil {
 		return "", err
 	}
@@ -210,15 +210,10 @@ func (s *stack) startDTM(port int) (string, error) {
 		return "", err
 	}
 	log := s.cfg.log.With("component", "gateway")
-	svcs := []*service{
-		goService("http-participant", p.Run),
-		goService("gateway", func(ctx context.Context) error {
-			defer g.Close()
-			return serveUntil(ctx, ln, g.Handler(), log)
-		}),
-	}
-	s.mu.Lock()
-	s.participants = append(s.participants, svcs...)
-	s.mu.Unlock()
+	s.Go("http-participant", p.Run)
+	s.Go("gateway", func(ctx context.Context) error {
+		defer g.Close()
+		return serveUntil(ctx, ln, g.Handler(), log)
+	})
 	return "http://" + strings.Replace(ln.Addr().String(), "[::]", "127.0.0.1", 1) + "/api/dtmsvr", nil
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,12 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/jetsaga/jetsaga/devenv"
-	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/bankstack"
 	"github.com/jetsaga/jetsaga/orchestrator"
 	"github.com/jetsaga/jetsaga/participants"
 )
@@ -53,141 +49,67 @@ type stackConfig struct {
 	tracer trace.TracerProvider
 }
 
-// stack is a whole jetsaga deployment in this process: an embedded NATS
-// server, PostgreSQL, the coordinator and the two banks.
+// stack is a whole jetsaga deployment in this process (bankstack: an
+// embedded NATS server, PostgreSQL, the coordinator and the two banks), with
+// what demo and dev add: a client, metrics, traces, one coordinator that
+// can be stopped and started again.
 type stack struct {
+	*bankstack.Stack
 	cfg    stackConfig
-	nats   *devenv.NATSServer
-	pg     *devenv.Postgres
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	ns     events.Namespace
 	client *orchestrator.Client
-
-	dbNames map[string]string        // participant → database
-	dbURLs  map[string]string        // participant → URL
-	pools   map[string]*pgxpool.Pool // participant → pool
-	created []string                 // databases to drop at close
 
 	metrics *participants.Metrics // the banks' metrics, with cfg.registry
 
-	mu           sync.Mutex
-	registered   bool // a coordinator's metrics are in cfg.registry
-	coordinator  *service
-	participants []*service
-}
-
-// service is a component running on its own goroutine until stopped.
-type service struct {
-	name   string
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	err    error
-}
-
-func goService(name string, run func(context.Context) error) *service {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &service{name: name, cancel: cancel, done: make(chan error, 1)}
-	go func() { s.done <- run(ctx) }()
-	return s
-}
-
-// stop cancels the service and waits for it; it returns what it returned.
-func (s *service) stop() error {
-	s.once.Do(func() {
-		s.cancel()
-		if err := <-s.done; err != nil {
-			s.err = fmt.Errorf("%s: %w", s.name, err)
-		}
-	})
-	return s.err
+	mu          sync.Mutex
+	registered  bool // a coordinator's metrics are in cfg.registry
+	coordinator *bankstack.Service
 }
 
 // startStack starts NATS and PostgreSQL, creates and migrates the banks'
 // databases and seeds them, and connects. It does not start the coordinator
 // or the participants. On error it cleans up what it started.
 func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
-	s := &stack{cfg: cfg, ns: events.Default(), dbNames: map[string]string{}, dbURLs: map[string]string{}, pools: map[string]*pgxpool.Pool{}}
-	defer func() {
-		if err != nil {
-			_ = s.close()
-		}
-	}()
 	procsForEmbeddedNATS()
-	s.nats, err = devenv.StartNATS(devenv.NATSOptions{Port: cfg.natsPort, StoreDir: cfg.storeDir, SyncAlways: cfg.syncAlways, ServerName: "jetsaga-dev"})
-	if err != nil {
-		return nil, fmt.Errorf("start NATS: %w", err)
+	dbs := bankstack.KeepDatabases
+	if cfg.throwawayDBs {
+		dbs = bankstack.ThrowawayDatabases
 	}
-	if cfg.databaseURL != "" {
-		if s.pg, err = devenv.ExternalPostgres(cfg.databaseURL); err != nil {
-			return nil, usagef("--database-url: %v", err)
-		}
-	} else if s.pg, err = devenv.StartPostgres(devenv.PGOptions{}); err != nil {
-		return nil, fmt.Errorf("start PostgreSQL: %w (or set --database-url/DATABASE_URL to a server where you may create databases)", err)
-	}
-	suffix := ""
-	if cfg.throwawayDBs && s.pg.External() {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		suffix = "_" + hex.EncodeToString(b[:])
-	}
+	names := map[string]string{}
 	for _, b := range banks {
-		name := b.db + suffix
-		if err := s.ensureDatabase(ctx, name); err != nil {
-			return nil, err
-		}
-		url := s.pg.URL(name)
-		pool, err := openPool(ctx, url, 32, cfg.connectTimeout)
-		if err != nil {
-			return nil, err
-		}
-		s.dbNames[b.name], s.dbURLs[b.name], s.pools[b.name] = name, url, pool
-		if err := migrateBank(ctx, pool); err != nil {
-			return nil, fmt.Errorf("migrate %s: %w", name, err)
-		}
-		if _, err := seedBank(ctx, pool, b.name); err != nil {
-			return nil, fmt.Errorf("seed %s: %w", name, err)
-		}
+		names[b.name] = b.db
 	}
-	s.nc, err = nats.Connect(s.nats.URL(), nats.Name("jetsaga local"), nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, fmt.Errorf("connect to the embedded NATS at %s: %w", s.nats.URL(), err)
-	}
-	if s.js, err = jetstream.New(s.nc); err != nil {
+	bs, err := bankstack.Start(ctx, bankstack.Config{NATSPort: cfg.natsPort, StoreDir: cfg.storeDir,
+		SyncAlways: cfg.syncAlways, ServerName: "jetsaga-dev", NATSOptions: []nats.Option{nats.Name("jetsaga local")},
+		DatabaseURL: cfg.databaseURL, Databases: dbs, DatabaseNames: names, ConnectTimeout: cfg.connectTimeout,
+		Seed: func(ctx context.Context, bank string, pool *pgxpool.Pool) error {
+			_, err := seedBank(ctx, pool, bank)
+			return err
+		}})
+	var urlErr *bankstack.DatabaseURLError
+	var dbErr *bankstack.CreateDatabaseError
+	switch {
+	case errors.As(err, &urlErr):
+		return nil, usagef("--database-url: %v", urlErr.Err)
+	case errors.As(err, &dbErr):
+		return nil, fmt.Errorf("create database %s on %s: %w", dbErr.Name, redactURL(dbErr.URL), dbErr.Err)
+	case errors.Is(err, bankstack.ErrStartPostgres):
+		return nil, fmt.Errorf("%w (or set --database-url/DATABASE_URL to a server where you may create databases)", err)
+	case err != nil:
 		return nil, err
 	}
-	if err := orchestrator.EnsureStreams(ctx, s.js, s.ns, events.StreamOptions{}); err != nil {
-		return nil, err
-	}
-	s.client = orchestrator.NewClient(s.js, s.ns)
+	s := &stack{Stack: bs, cfg: cfg, client: orchestrator.NewClient(bs.JS, bs.NS)}
 	if cfg.registry != nil {
 		if s.metrics, err = participants.NewMetrics(cfg.registry); err != nil {
+			_ = s.close()
 			return nil, err
 		}
 	}
 	return s, nil
 }
 
-// ensureDatabase creates database name; on an existing server it keeps an
-// existing one unless the databases are throwaway.
-func (s *stack) ensureDatabase(ctx context.Context, name string) error {
-	err := s.pg.CreateDatabase(ctx, name)
-	if err == nil {
-		if s.pg.External() && s.cfg.throwawayDBs {
-			s.created = append(s.created, name)
-		}
-		return nil
-	}
-	if s.pg.External() && !s.cfg.throwawayDBs && isDuplicateDatabase(err) {
-		return nil // dev keeps its databases between runs
-	}
-	return fmt.Errorf("create database %s on %s: %w", name, redactURL(s.pg.URL(name)), err)
-}
-
 // startCoordinator starts a coordinator in this process.
 func (s *stack) startCoordinator() (*orchestrator.Coordinator, error) {
-	cfg := orchestrator.Config{JetStream: s.js, Namespace: s.ns, Workers: 16,
+	cfg := orchestrator.Config{JetStream: s.JS, Namespace: s.NS, Workers: 16,
 		Logger: s.cfg.log.With("component", "coordinator"), TracerProvider: s.cfg.tracer}
 	s.mu.Lock()
 	if s.cfg.registry != nil && !s.registered {
@@ -198,7 +120,7 @@ func (s *stack) startCoordinator() (*orchestrator.Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := goService("coordinator", c.Run)
+	svc := s.Go("coordinator", c.Run)
 	s.mu.Lock()
 	s.coordinator = svc
 	s.mu.Unlock()
@@ -215,13 +137,13 @@ func (s *stack) stopCoordinator() error {
 	if svc == nil {
 		return nil
 	}
-	return svc.stop()
+	return svc.Stop()
 }
 
 // startParticipants starts both banks in this process.
 func (s *stack) startParticipants() error {
 	for _, b := range banks {
-		p, err := participants.New(participants.Config{Name: b.name, Pool: s.pools[b.name], JetStream: s.js, Namespace: s.ns,
+		p, err := participants.New(participants.Config{Name: b.name, Pool: s.Pools[b.name], JetStream: s.JS, Namespace: s.NS,
 			Logger: s.cfg.log.With("component", b.name), Metrics: s.metrics, TracerProvider: s.cfg.tracer})
 		if err != nil {
 			return err
@@ -229,47 +151,16 @@ func (s *stack) startParticipants() error {
 		if err := registerBank(p); err != nil {
 			return err
 		}
-		svc := goService(b.name, p.Run)
-		s.mu.Lock()
-		s.participants = append(s.participants, svc)
-		s.mu.Unlock()
+		s.Go(b.name, p.Run)
 	}
 	return nil
 }
 
-// close stops everything in reverse order of start and removes what was
-// created for this run. It reports the first error.
+// close stops everything, last started first, and removes what was created
+// for this run. It reports the first error.
 func (s *stack) close() error {
-	var errs []error
-	s.mu.Lock()
-	parts := s.participants
-	s.participants = nil
-	s.mu.Unlock()
-	for _, p := range parts {
-		errs = append(errs, p.stop())
-	}
-	errs = append(errs, s.stopCoordinator())
-	if s.client != nil {
-		s.client.Close()
-	}
-	if s.nc != nil {
-		s.nc.Close()
-	}
-	for _, p := range s.pools {
-		p.Close()
-	}
-	if s.pg != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		for _, name := range s.created {
-			errs = append(errs, s.pg.DropDatabase(ctx, name))
-		}
-		cancel()
-		errs = append(errs, s.pg.Stop())
-	}
-	if s.nats != nil {
-		s.nats.Close()
-	}
-	return errors.Join(errs...)
+	s.client.Close()
+	return s.Stack.Close()
 }
 
 // pgHost returns the host:port of a postgres:// URL.

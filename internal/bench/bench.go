@@ -30,9 +30,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/jetsaga/jetsaga/devenv"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/examples/bank"
+	"github.com/jetsaga/jetsaga/internal/bankstack"
 	"github.com/jetsaga/jetsaga/orchestrator"
 	"github.com/jetsaga/jetsaga/participants"
 )
@@ -285,26 +285,32 @@ type transfer struct {
 // initialBalance of every account in both banks.
 const initialBalance = bank.Cents(1_000_000_00)
 
-// env is the infrastructure of a run.
+// env is the infrastructure of a run: the bank example's deployment
+// (bankstack), and what the run adds to it.
 type env struct {
-	o       *Options
-	ns      events.Namespace
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	pg      *devenv.Postgres
-	poolA   *pgxpool.Pool
-	poolB   *pgxpool.Pool
-	closers []func()
-	report  *Report
-	http    *httpMode // ModeHTTP only
-	// jsStore is the embedded server's store directory ("" with NATSURL).
-	jsStore string
+	*bankstack.Stack
+	o            *Options
+	poolA, poolB *pgxpool.Pool // Stack.Pools of the two banks
+	closers      []func()      // run before the stack closes
+	report       *Report
+	http         *httpMode // ModeHTTP only
 }
 
 func (e *env) close() {
 	for i := len(e.closers) - 1; i >= 0; i-- {
 		e.closers[i]()
 	}
+	if e.Stack != nil {
+		_ = e.Stack.Close()
+	}
+}
+
+// jsStore is the embedded server's store directory ("" with NATSURL).
+func (e *env) jsStore() string {
+	if e.NATS == nil {
+		return ""
+	}
+	return e.NATS.StoreDir()
 }
 
 // Run performs one benchmark run. It returns an error if the run could not
@@ -369,103 +375,57 @@ func randomHex(n int) string {
 
 func (e *env) setup(ctx context.Context) error {
 	o, r := e.o, e.report
-	// NATS.
-	url := o.NATSURL
-	if url == "" {
-		dir, err := os.MkdirTemp("", "jetsaga-bench-nats-")
-		if err != nil {
-			return err
-		}
-		e.closers = append(e.closers, func() { os.RemoveAll(dir) })
-		srv, err := devenv.StartNATS(devenv.NATSOptions{StoreDir: dir, SyncAlways: o.JSSync == "always"})
-		if err != nil {
-			return fmt.Errorf("start NATS: %w", err)
-		}
-		e.closers = append(e.closers, srv.Close)
-		url = srv.URL()
-		e.jsStore = dir
-		r.Settings.NATS = "embedded, JetStream file storage, sync " + o.JSSync
-	} else {
-		r.Settings.NATS = url + " (sync policy as configured on the server)"
-		r.Settings.JSSync = "server-configured"
-	}
-	var err error
-	e.nc, e.js, err = connect(url, o.NATSOptions)
-	if err != nil {
-		return err
-	}
-	e.closers = append(e.closers, e.nc.Close)
 	// A fresh namespace per run, so that a run against a shared server
 	// starts from empty streams; removed at the end.
-	e.ns, _ = events.NewNamespace("bench" + randomHex(4))
+	ns, _ := events.NewNamespace("bench" + randomHex(4))
 	sopts := events.StreamOptions{Replicas: o.Replicas, MaxAge: o.MaxAge}
 	if o.MaxAge > 0 {
 		sopts.Duplicates = min(events.DefaultDuplicates, o.MaxAge)
 	}
-	if err := orchestrator.EnsureStreams(ctx, e.js, e.ns, sopts); err != nil {
-		return err
+	accounts := make(map[int64]bank.Cents, o.Accounts)
+	for id := 1; id <= o.Accounts; id++ {
+		accounts[int64(id)] = initialBalance
 	}
-	e.closers = append(e.closers, func() {
-		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = e.js.DeleteStream(c, e.ns.SagasStream())
-		_ = e.js.DeleteStream(c, e.ns.CommandsStream())
-		_ = e.js.DeleteKeyValue(c, e.ns.StateBucket())
-	})
-	// PostgreSQL.
-	var pg *devenv.Postgres
-	if o.DatabaseURL != "" {
-		pg, err = devenv.ExternalPostgres(o.DatabaseURL)
-		r.Settings.PostgreSQL = "external"
-	} else {
-		pg, err = devenv.StartPostgres(devenv.PGOptions{})
-		r.Settings.PostgreSQL = "throwaway local cluster"
-	}
+	st, err := bankstack.Start(ctx, bankstack.Config{NATSURL: o.NATSURL, SyncAlways: o.JSSync == "always",
+		NATSOptions: o.NATSOptions, DatabaseURL: o.DatabaseURL, Databases: bankstack.RecreateDatabases,
+		DatabaseNames: map[string]string{bank.BankA: "jetsaga_bench_a", bank.BankB: "jetsaga_bench_b"},
+		PoolSize:      int32(o.Concurrency + o.ParticipantConcurrency + 8),
+		Seed: func(ctx context.Context, _ string, pool *pgxpool.Pool) error {
+			return bank.Seed(ctx, pool, accounts)
+		},
+		Namespace: ns, Streams: sopts})
 	if err != nil {
 		return err
 	}
-	e.closers = append(e.closers, func() { _ = pg.Stop() })
-	e.pg = pg
-	for _, db := range []string{"jetsaga_bench_a", "jetsaga_bench_b", ceilingDB} {
-		_ = pg.DropDatabase(ctx, db)
-		if err := pg.CreateDatabase(ctx, db); err != nil {
-			return err
-		}
+	e.Stack, e.poolA, e.poolB = st, st.Pools[bank.BankA], st.Pools[bank.BankB]
+	e.closers = append(e.closers, func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = e.JS.DeleteStream(c, e.NS.SagasStream())
+		_ = e.JS.DeleteStream(c, e.NS.CommandsStream())
+		_ = e.JS.DeleteKeyValue(c, e.NS.StateBucket())
+	})
+	if o.NATSURL == "" {
+		r.Settings.NATS = "embedded, JetStream file storage, sync " + o.JSSync
+	} else {
+		r.Settings.NATS = o.NATSURL + " (sync policy as configured on the server)"
+		r.Settings.JSSync = "server-configured"
 	}
-	if o.DatabaseURL != "" {
-		e.closers = append(e.closers, func() {
-			for _, db := range []string{"jetsaga_bench_a", "jetsaga_bench_b", ceilingDB} {
-				_ = pg.DropDatabase(context.Background(), db)
-			}
-		})
+	r.Settings.PostgreSQL = "throwaway local cluster"
+	if e.PG.External() {
+		r.Settings.PostgreSQL = "external"
 	}
-	size := int32(o.Concurrency + o.ParticipantConcurrency + 8)
-	if e.poolA, err = openPool(ctx, pg.URL("jetsaga_bench_a"), size); err != nil {
+	// The ceiling's database, apart from the banks'.
+	_ = e.PG.DropDatabase(ctx, ceilingDB)
+	if err := e.PG.CreateDatabase(ctx, ceilingDB); err != nil {
 		return err
 	}
-	e.closers = append(e.closers, e.poolA.Close)
-	if e.poolB, err = openPool(ctx, pg.URL("jetsaga_bench_b"), size); err != nil {
-		return err
+	if e.PG.External() {
+		e.closers = append(e.closers, func() { _ = e.PG.DropDatabase(context.Background(), ceilingDB) })
 	}
-	e.closers = append(e.closers, e.poolB.Close)
 	if err := e.poolA.QueryRow(ctx, `SELECT current_setting('synchronous_commit'), current_setting('fsync')`).
 		Scan(&r.Settings.SynchronousCommit, &r.Settings.Fsync); err != nil {
 		return err
-	}
-	for _, pool := range []*pgxpool.Pool{e.poolA, e.poolB} {
-		if err := participants.Migrate(ctx, pool); err != nil {
-			return err
-		}
-		if err := bank.Migrate(ctx, pool); err != nil {
-			return err
-		}
-		accounts := make(map[int64]bank.Cents, o.Accounts)
-		for id := 1; id <= o.Accounts; id++ {
-			accounts[int64(id)] = initialBalance
-		}
-		if err := bank.Seed(ctx, pool, accounts); err != nil {
-			return err
-		}
 	}
 	for id := 1; id <= e.abnormalAccounts(); id++ {
 		if err := bank.SetAbnormal(ctx, e.poolB, int64(id), true); err != nil {
@@ -481,21 +441,6 @@ func (e *env) setup(ctx context.Context) error {
 // abnormalAccounts is the number of bank-b accounts (1..n) whose TransIn
 // fails; the others are normal.
 func (e *env) abnormalAccounts() int { return max(1, e.o.Accounts/10) }
-
-func connect(url string, extra []nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	opts := append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
-		nats.Timeout(5 * time.Second)}, extra...)
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", url, err)
-	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
-}
 
 func openPool(ctx context.Context, url string, size int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
@@ -519,7 +464,7 @@ func openPool(ctx context.Context, url string, size int32) (*pgxpool.Pool, error
 // that its commits are not counted as the sagas'.
 func (e *env) pgCeiling(ctx context.Context) (float64, error) {
 	n := e.o.Concurrency
-	pool, err := openPool(ctx, e.pg.URL(ceilingDB), int32(n))
+	pool, err := openPool(ctx, e.PG.URL(ceilingDB), int32(n))
 	if err != nil {
 		return 0, err
 	}
@@ -543,16 +488,16 @@ const ceilingDB = "jetsaga_bench_ceiling"
 // run's concurrency, to a file stream with the run's replicas on the same
 // server (and so the same sync policy).
 func (e *env) jsCeiling(ctx context.Context) (float64, error) {
-	name := strings.ToUpper(e.ns.Prefix()) + "_CEILING"
-	subj := e.ns.Prefix() + ".ceiling"
-	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj},
+	name := strings.ToUpper(e.NS.Prefix()) + "_CEILING"
+	subj := e.NS.Prefix() + ".ceiling"
+	if _, err := e.JS.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj},
 		Storage: jetstream.FileStorage, Replicas: e.o.Replicas}); err != nil {
 		return 0, err
 	}
-	defer e.js.DeleteStream(context.WithoutCancel(ctx), name)
+	defer e.JS.DeleteStream(context.WithoutCancel(ctx), name)
 	data := make([]byte, 256)
 	return measure(ctx, e.o.Concurrency, e.o.CeilingDuration, func(ctx context.Context, _ int) error {
-		_, err := e.js.Publish(ctx, subj, data)
+		_, err := e.JS.Publish(ctx, subj, data)
 		return err
 	})
 }
@@ -621,8 +566,8 @@ func (e *env) counters(ctx context.Context) (counters, error) {
 		}
 		c.pgCommits += n
 	}
-	for _, name := range []string{e.ns.SagasStream(), e.ns.CommandsStream(), events.BucketStream(e.ns.StateBucket())} {
-		s, err := e.js.Stream(ctx, name)
+	for _, name := range []string{e.NS.SagasStream(), e.NS.CommandsStream(), events.BucketStream(e.NS.StateBucket())} {
+		s, err := e.JS.Stream(ctx, name)
 		if err != nil {
 			return c, err
 		}
@@ -633,7 +578,7 @@ func (e *env) counters(ctx context.Context) (counters, error) {
 		c.jsMessages += info.State.LastSeq
 	}
 	c.cpu = processCPU()
-	if c.jsFsyncs, err = countFsyncs(e.o.FsyncLog, e.jsStore); err != nil {
+	if c.jsFsyncs, err = countFsyncs(e.o.FsyncLog, e.jsStore()); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -740,12 +685,11 @@ func (e *env) load(ctx context.Context) error {
 	}
 	defer func() { stopAll(); bg.Wait() }()
 	for i := 0; i < o.Coordinators; i++ {
-		nc, js, err := connect(e.nc.ConnectedUrl(), o.NATSOptions)
+		_, js, err := e.Connect()
 		if err != nil {
 			return err
 		}
-		e.closers = append(e.closers, nc.Close)
-		cc := orchestrator.Config{JetStream: js, Namespace: e.ns, SkipEnsureStreams: true,
+		cc := orchestrator.Config{JetStream: js, Namespace: e.NS, SkipEnsureStreams: true,
 			Workers: o.Workers, AtomicBatchMin: o.AtomicBatchMin, Logger: o.Logger}
 		if i == 0 {
 			cc.Registerer = o.Registerer
@@ -778,12 +722,11 @@ func (e *env) load(ctx context.Context) error {
 	for _, b := range banks {
 		// Each component has its own connection, as separate processes
 		// would.
-		nc, js, err := connect(e.nc.ConnectedUrl(), o.NATSOptions)
+		_, js, err := e.Connect()
 		if err != nil {
 			return err
 		}
-		e.closers = append(e.closers, nc.Close)
-		p, err := participants.New(participants.Config{Name: b.name, Pool: b.pool, JetStream: js, Namespace: e.ns,
+		p, err := participants.New(participants.Config{Name: b.name, Pool: b.pool, JetStream: js, Namespace: e.NS,
 			Concurrency: o.ParticipantConcurrency, AtomicBatchMin: o.AtomicBatchMin, Logger: o.Logger, Metrics: metrics})
 		if err != nil {
 			return err
@@ -791,7 +734,7 @@ func (e *env) load(ctx context.Context) error {
 		bank.Register(p)
 		spawn(b.name, p.Run)
 	}
-	client := orchestrator.NewClient(e.js, e.ns)
+	client := orchestrator.NewClient(e.JS, e.NS)
 	defer client.Close()
 
 	before, err := e.counters(ctx)

@@ -41,25 +41,25 @@ func (e *env) hops(ctx context.Context, ts []*transfer) ([]Hop, error) {
 		return nil, nil
 	}
 	streams := map[string]jetstream.Stream{}
-	for _, name := range []string{e.ns.SagasStream(), e.ns.CommandsStream()} {
-		s, err := e.js.Stream(ctx, name)
+	for _, name := range []string{e.NS.SagasStream(), e.NS.CommandsStream()} {
+		s, err := e.JS.Stream(ctx, name)
 		if err != nil {
 			return nil, err
 		}
 		streams[name] = s
 	}
-	bucket, err := e.js.KeyValue(ctx, e.ns.StateBucket())
+	bucket, err := e.JS.KeyValue(ctx, e.NS.StateBucket())
 	if err != nil {
 		return nil, err
 	}
 	// The stored messages of a committed transfer, in order: the last one
 	// of each subject (a retried step's last attempt).
 	points := []struct{ label, stream, subject string }{
-		{"start stored", e.ns.SagasStream(), e.ns.Start("")},
-		{"command to " + bank.BankA + " stored", e.ns.CommandsStream(), e.ns.Command(bank.BankA, "")},
-		{"outcome of " + bank.BankA + " stored", e.ns.SagasStream(), e.ns.Event(bank.BankA, "")},
-		{"command to " + bank.BankB + " stored", e.ns.CommandsStream(), e.ns.Command(bank.BankB, "")},
-		{"outcome of " + bank.BankB + " stored", e.ns.SagasStream(), e.ns.Event(bank.BankB, "")},
+		{"start stored", e.NS.SagasStream(), e.NS.Start("")},
+		{"command to " + bank.BankA + " stored", e.NS.CommandsStream(), e.NS.Command(bank.BankA, "")},
+		{"outcome of " + bank.BankA + " stored", e.NS.SagasStream(), e.NS.Event(bank.BankA, "")},
+		{"command to " + bank.BankB + " stored", e.NS.CommandsStream(), e.NS.Command(bank.BankB, "")},
+		{"outcome of " + bank.BankB + " stored", e.NS.SagasStream(), e.NS.Event(bank.BankB, "")},
 	}
 	labels := []string{"Start called"}
 	for _, p := range points {

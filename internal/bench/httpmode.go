@@ -85,23 +85,21 @@ func (e *env) startHTTP(spawn func(string, func(context.Context) error)) (*httpM
 		return nil, err
 	}
 	allow := httpparticipant.MustAllow(bankURL + "/")
-	nc, js, err := connect(e.nc.ConnectedUrl(), o.NATSOptions)
+	_, js, err := e.Connect()
 	if err != nil {
 		return nil, err
 	}
-	e.closers = append(e.closers, nc.Close)
-	p, err := httpparticipant.New(httpparticipant.Config{JetStream: js, Namespace: e.ns, Allow: allow,
+	p, err := httpparticipant.New(httpparticipant.Config{JetStream: js, Namespace: e.NS, Allow: allow,
 		Concurrency: 2 * o.ParticipantConcurrency, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
 	spawn("http participant", p.Run)
-	gnc, gjs, err := connect(e.nc.ConnectedUrl(), o.NATSOptions)
+	_, gjs, err := e.Connect()
 	if err != nil {
 		return nil, err
 	}
-	e.closers = append(e.closers, gnc.Close)
-	g, err := dtmgateway.New(dtmgateway.Config{JetStream: gjs, Namespace: e.ns, Allow: allow, Logger: o.Logger})
+	g, err := dtmgateway.New(dtmgateway.Config{JetStream: gjs, Namespace: e.NS, Allow: allow, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
