@@ -130,13 +130,7 @@ func TestReplayIntoTheLiveBucket(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	b.runCoordinator(b.js)
-	b.respond("bank-a", ok)
-	b.respond("bank-b", ok)
-	if _, err := b.client.Start(ctx, transferPlan("done")); err != nil {
-		t.Fatal(err)
-	}
-	b.wait("done", orchestrator.Committed)
+	b.commitOne("done")
 	rep, err := orchestrator.Replay(ctx, b.js, events.Default(), events.Default().StateBucket(), orchestrator.ReplayOptions{})
 	if err != nil || rep.Rebuilt != 1 {
 		t.Fatalf("Replay = %+v, %v; want 1 saga rebuilt", rep, err)
@@ -151,6 +145,19 @@ func TestReplayIntoTheLiveBucket(t *testing.T) {
 	if st, err := b.client.Get(ctx, "done"); err != nil || st.Status != orchestrator.Committed {
 		t.Fatalf("after replay: %+v, %v", st, err)
 	}
+}
+
+// commitOne runs a coordinator and two participants that succeed, and one
+// saga, id, to its commit.
+func (b *bundle) commitOne(id string) {
+	b.t.Helper()
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	if _, err := b.client.Start(context.Background(), transferPlan(id)); err != nil {
+		b.t.Fatal(err)
+	}
+	b.wait(id, orchestrator.Committed)
 }
 
 func decodeStateJSON(data []byte) (*orchestrator.State, error) {
@@ -168,13 +175,7 @@ func TestReplayFinishedSagaChangedLater(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	b.runCoordinator(b.js)
-	b.respond("bank-a", ok)
-	b.respond("bank-b", ok)
-	if _, err := b.client.Start(ctx, transferPlan("later")); err != nil {
-		t.Fatal(err)
-	}
-	b.wait("later", orchestrator.Committed)
+	b.commitOne("later")
 	ns := events.Default()
 	forged := &events.Outcome{V: events.Version, SagaID: "later", Participant: "bank-a", Step: "nosuch",
 		Op: events.OpDo, Attempt: 1, Status: events.Succeeded}

@@ -175,7 +175,7 @@ func (s *Stack) openBanks(ctx context.Context) error {
 			return err
 		}
 		url := s.PG.URL(name)
-		pool, err := s.openPool(ctx, url)
+		pool, err := s.OpenPool(ctx, name, s.cfg.PoolSize)
 		if err != nil {
 			return fmt.Errorf("connect to database %s: %w", name, err)
 		}
@@ -227,12 +227,14 @@ func (e *CreateDatabaseError) Error() string {
 }
 func (e *CreateDatabaseError) Unwrap() error { return e.Err }
 
-func (s *Stack) openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+// OpenPool opens a pool of size connections on database, pinged once; the
+// caller closes it.
+func (s *Stack) OpenPool(ctx context.Context, database string, size int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(s.PG.URL(database))
 	if err != nil {
 		return nil, err
 	}
-	cfg.MaxConns = s.cfg.PoolSize
+	cfg.MaxConns = size
 	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > s.cfg.ConnectTimeout {
 		cfg.ConnConfig.ConnectTimeout = s.cfg.ConnectTimeout
 	}

@@ -442,29 +442,12 @@ func (e *env) setup(ctx context.Context) error {
 // fails; the others are normal.
 func (e *env) abnormalAccounts() int { return max(1, e.o.Accounts/10) }
 
-func openPool(ctx context.Context, url string, size int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, err
-	}
-	cfg.MaxConns = size
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
-}
-
 // pgCeiling measures single-row UPDATE transactions per second with a pool
 // at the run's concurrency, on the same server, in a database of its own so
 // that its commits are not counted as the sagas'.
 func (e *env) pgCeiling(ctx context.Context) (float64, error) {
 	n := e.o.Concurrency
-	pool, err := openPool(ctx, e.PG.URL(ceilingDB), int32(n))
+	pool, err := e.OpenPool(ctx, ceilingDB, int32(n))
 	if err != nil {
 		return 0, err
 	}
