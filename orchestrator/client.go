@@ -594,54 +594,6 @@ func summarize(kind events.Kind, data []byte) string {
 	return string(kind)
 }
 
-// readAll reads every message of a stream that matches filters, with an
-// ephemeral consumer, and returns them in stream order.
-// scan calls f for every message of a stream that matches filters, in
-// stream order, up to the last message present when it starts.
-func scan(ctx context.Context, js jetstream.JetStream, stream string, filters []string, f func(jetstream.Msg) error) error {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", stream, err)
-	}
-	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubjects:    filters,
-		AckPolicy:         jetstream.AckNonePolicy,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: time.Minute,
-		MemoryStorage:     true,
-	})
-	if err != nil {
-		return fmt.Errorf("read %s: %w", stream, err)
-	}
-	defer func() { _ = s.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
-	pending := cons.CachedInfo().NumPending
-	for pending > 0 {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("read %s: %w", stream, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			pending = meta.NumPending
-			if err := f(m); err != nil {
-				return err
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("read %s: %w", stream, err)
-		}
-		if n == 0 {
-			return fmt.Errorf("read %s: no progress with %d messages pending", stream, pending)
-		}
-	}
-	return nil
-}
-
 // firstStart reads the first start message published for saga id: the one
 // the coordinator runs (a later one, with another plan, is rejected). It
 // returns ErrNotFound when there is none.
