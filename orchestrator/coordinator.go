@@ -149,7 +149,11 @@ type Stats struct {
 	Conflicts uint64 // compare-and-set conflicts with another instance
 	Commands  uint64 // commands published
 	Timers    uint64 // timers scheduled
-	Errors    uint64 // transient errors (the message is redelivered)
+	// TimersCancelled counts the timers of finished sagas removed before
+	// they fired, TimerCancelFailures those that could not be (they fire
+	// and are ignored).
+	TimersCancelled, TimerCancelFailures uint64
+	Errors                               uint64 // transient errors (the message is redelivered)
 	// Batches counts the JetStream atomic batches committed (group commit,
 	// Config.AtomicBatchMin), BatchRejects the batches the server refused
 	// and that were published again message by message.
@@ -169,6 +173,7 @@ type Coordinator struct {
 	log   *slog.Logger
 	stats struct {
 		processed, applied, ignored, rejected, conflicts, commands, timers, errors, unconsumed atomic.Uint64
+		timersCancelled, timerCancelFailures                                                   atomic.Uint64
 	}
 	check *consumerCheck          // set by Run
 	out   atomic.Pointer[outputs] // set by Run; Stats reads it from anywhere
@@ -179,6 +184,7 @@ type Coordinator struct {
 // writes: states into the bucket, commands, timers into the sagas stream.
 type outputs struct {
 	states, commands, timers *groupcommit.Publisher
+	cancels                  *timerCanceller
 }
 
 func (o *outputs) close() {
@@ -206,7 +212,8 @@ func (c *Coordinator) Stats() Stats {
 	s := &c.stats
 	st := Stats{Processed: s.processed.Load(), Applied: s.applied.Load(), Ignored: s.ignored.Load(),
 		Rejected: s.rejected.Load(), Conflicts: s.conflicts.Load(), Commands: s.commands.Load(),
-		Timers: s.timers.Load(), Errors: s.errors.Load(), Unconsumed: s.unconsumed.Load()}
+		Timers: s.timers.Load(), TimersCancelled: s.timersCancelled.Load(), TimerCancelFailures: s.timerCancelFailures.Load(),
+		Errors: s.errors.Load(), Unconsumed: s.unconsumed.Load()}
 	if o := c.out.Load(); o != nil {
 		for _, p := range []*groupcommit.Publisher{o.states, o.commands, o.timers} {
 			ps := p.Stats()
@@ -253,7 +260,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 	// Every write goes through the publisher of its stream.
 	bm := c.cfg.AtomicBatchMin
 	out := outputs{states: newPublisher(c.js, bucket, bm), commands: newPublisher(c.js, cmds.CachedInfo().Config, bm),
-		timers: newPublisher(c.js, sagas.CachedInfo().Config, bm)}
+		timers: newPublisher(c.js, sagas.CachedInfo().Config, bm), cancels: newTimerCanceller(c, sagas)}
 	defer out.close()
 	c.out.Store(&out)
 	// A finished saga's state lives a little longer than its messages.
@@ -283,13 +290,19 @@ func (c *Coordinator) run(ctx context.Context) error {
 	var background sync.WaitGroup
 	defer background.Wait()
 	c.check = newConsumerCheck(c.js, c.ns, c.log, &c.stats.unconsumed, &background)
-	censusCtx, stopCensus := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopCensus()
-	background.Add(1)
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	background.Add(1 + timerCancellers)
 	go func() {
 		defer background.Done()
-		c.obs.runCensus(censusCtx, kv)
+		c.obs.runCensus(bgCtx, kv)
 	}()
+	for range timerCancellers {
+		go func() {
+			defer background.Done()
+			out.cancels.run(bgCtx)
+		}()
+	}
 	var wg sync.WaitGroup
 	queues := make([]chan queued, c.cfg.Workers)
 	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
@@ -716,6 +729,9 @@ func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace
 				return fmt.Errorf("schedule timer: %w", err)
 			}
 		}
+		if p.CancelTimerBefore != 0 {
+			out.cancels.cancel(sagaID, p.CancelTimerBefore)
+		}
 		c.stats.commands.Add(uint64(len(p.Commands)))
 		c.obs.published(p)
 		for i := range p.Commands {
@@ -725,6 +741,61 @@ func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace
 			c.stats.timers.Add(1)
 		}
 		return nil
+	}
+}
+
+// timerCanceller removes the schedules of finished sagas' pending timers
+// (Pending.CancelTimerBefore) in the background, so that no worker waits
+// for a purge. A timer that is not removed only fires for nothing (its tick
+// is ignored): a purge that fails, or finds the queue full, or is still
+// queued when the coordinator stops, is counted and forgotten.
+type timerCanceller struct {
+	c     *Coordinator
+	sagas jetstream.Stream
+	queue chan timerCancel
+}
+
+type timerCancel struct {
+	id     string
+	before uint64
+}
+
+// timerCancellers is the number of goroutines purging schedules.
+const timerCancellers = 2
+
+func newTimerCanceller(c *Coordinator, sagas jetstream.Stream) *timerCanceller {
+	return &timerCanceller{c: c, sagas: sagas, queue: make(chan timerCancel, 1024)}
+}
+
+// cancel queues the removal of saga id's schedules stored before sequence
+// before.
+func (t *timerCanceller) cancel(id string, before uint64) {
+	select {
+	case t.queue <- timerCancel{id, before}:
+	default:
+		t.c.stats.timerCancelFailures.Add(1)
+	}
+}
+
+func (t *timerCanceller) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case tc := <-t.queue:
+			pctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err := t.sagas.Purge(pctx, jetstream.WithPurgeSubject(t.c.ns.Schedule(tc.id)), jetstream.WithPurgeSequence(tc.before))
+			cancel()
+			if err != nil {
+				t.c.stats.timerCancelFailures.Add(1)
+				if ctx.Err() == nil {
+					t.c.log.Warn("coordinator: could not cancel the timer of a finished saga; it will fire and be ignored",
+						"saga", tc.id, "err", err)
+				}
+				continue
+			}
+			t.c.stats.timersCancelled.Add(1)
+		}
 	}
 }
 

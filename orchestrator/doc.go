@@ -103,7 +103,8 @@
 // jetsaga_coordinator_rejections_total{reason},
 // jetsaga_coordinator_redeliveries_total, the Stats counters
 // (jetsaga_coordinator_messages_*_total, _cas_conflicts_total,
-// _timers_scheduled_total, _errors_total, _unconsumed_commands_total) and
+// _timers_scheduled_total, _timers_cancelled_total,
+// _timer_cancel_failures_total, _errors_total, _unconsumed_commands_total) and
 // every durable consumer's pending and ack-pending counts, read from
 // JetStream when scraped. Labels are bounded: saga names and participants
 // past Config.MaxLabelValues become "other", and no label carries a saga id.

@@ -101,6 +101,7 @@ type machine struct {
 	seq      uint64 // the input's stream sequence
 	now      int64
 	changed  bool
+	fired    bool // the input is the tick of the saga's pending timer
 	ignored  string
 	commands []events.Command
 }
@@ -127,9 +128,14 @@ func (m *machine) result(prev *State, rejected string) Result {
 		m.s.UpdatedMS = m.now
 	}
 	m.s.Seq = max(m.s.Seq, m.seq)
+	var cancel uint64
+	if m.s.Status.Terminal() && prev != nil && prev.TimerMS != 0 && !m.fired {
+		// The schedule of the pending timer was stored before this input.
+		cancel = m.seq
+	}
 	m.s.Pending = nil
-	if len(m.commands) > 0 || schedule != 0 {
-		m.s.Pending = &Pending{Commands: m.commands, ScheduleMS: schedule}
+	if len(m.commands) > 0 || schedule != 0 || cancel != 0 {
+		m.s.Pending = &Pending{Commands: m.commands, ScheduleMS: schedule, CancelTimerBefore: cancel}
 	}
 	r.Changed = true
 	return r
@@ -369,7 +375,7 @@ func (m *machine) onTick(due int64) {
 	s := m.s
 	if s.TimerMS == due {
 		s.TimerMS = 0
-		m.changed = true
+		m.changed, m.fired = true, true
 	}
 	if s.Status != Running && s.Status != Compensating {
 		if !m.changed {

@@ -17,3 +17,12 @@ func (r Result) scheduleMS() int64 {
 	}
 	return r.State.Pending.ScheduleMS
 }
+
+// cancelTimerBefore is the bound of the timer cancellation a transition
+// asks for, 0 if none.
+func (r Result) cancelTimerBefore() uint64 {
+	if !r.Changed || r.State == nil || r.State.Pending == nil {
+		return 0
+	}
+	return r.State.Pending.CancelTimerBefore
+}

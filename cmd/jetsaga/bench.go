@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetsaga/jetsaga/internal/bench"
+	"github.com/jetsaga/jetsaga/orchestrator"
 )
 
 func (a *app) benchCmd() *cobra.Command {
@@ -144,6 +145,7 @@ as the committed transfers say, barrier rows matching) and exits 1 if any fails.
 	fs.DurationVar(&o.MaxAge, "max-age", 0, "max age of the streams' messages (finished sagas' states expire a little later); default 7 days; shorter than the run to see memory with expiry at work")
 	fs.IntVar(&o.Coordinators, "coordinators", 1, "coordinator instances (each with its own connection)")
 	fs.IntVar(&o.Workers, "workers", 64, "workers per coordinator")
+	fs.DurationVar(&o.StepTimeout, "step-timeout", orchestrator.DefaultStepTimeout, "the coordinators' default step timeout, as jetsaga coordinator --step-timeout (-1s: none)")
 	fs.IntVar(&o.AtomicBatchMin, "atomic-batch-min", 0, "group commit: store at least this many gathered writes per stream as one atomic batch, in the coordinators and the banks (0: off)")
 	fs.IntVar(&o.ParticipantConcurrency, "participant-concurrency", 32, "commands each bank handles at once")
 	fs.DurationVar(&o.CeilingDuration, "ceiling-duration", 3*time.Second, "how long each ceiling is measured (0 skips them)")

@@ -80,6 +80,11 @@ type Options struct {
 	Coordinators int
 	// Workers per coordinator. Default 64.
 	Workers int
+	// StepTimeout is the coordinators' default step timeout
+	// (orchestrator.Config.StepTimeout). Default one minute; negative:
+	// none. A saga's timer is scheduled at its first step and cancelled
+	// when it finishes, so a run longer than this shows timers at work.
+	StepTimeout time.Duration
 	// AtomicBatchMin turns on group commit in the coordinators and the
 	// banks (orchestrator.Config.AtomicBatchMin). Default 0: off.
 	AtomicBatchMin int
@@ -673,7 +678,7 @@ func (e *env) load(ctx context.Context) error {
 			return err
 		}
 		cc := orchestrator.Config{JetStream: js, Namespace: e.NS, SkipEnsureStreams: true,
-			Workers: o.Workers, AtomicBatchMin: o.AtomicBatchMin, Logger: o.Logger}
+			Workers: o.Workers, StepTimeout: o.StepTimeout, AtomicBatchMin: o.AtomicBatchMin, Logger: o.Logger}
 		if i == 0 {
 			cc.Registerer = o.Registerer
 		}
