@@ -10,9 +10,10 @@
 //
 //	<prefix>.start.<saga>              start message      stream SAGAS
 //	<prefix>.evt.<participant>.<saga>  outcome event      stream SAGAS
-//	<prefix>.tick.<saga>               timer fired        stream SAGAS
+//	<prefix>.tick.<saga>               timer fell due     stream SAGAS
 //	<prefix>.ctl.<saga>                operator action    stream SAGAS
-//	<prefix>.sched.<saga>              pending timer      stream SAGAS
+//	<prefix>.sched.<saga>              schedule (earlier  stream SAGAS
+//	                                   versions' timers)
 //	<prefix>.cmd.<participant>.<saga>  step command       stream SAGA_CMDS
 //
 // Saga ids and names are single tokens ([ValidToken]).

@@ -2,10 +2,8 @@ package events
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Framing: one constructor per message, the only place where a message's
@@ -107,23 +105,20 @@ func (n Namespace) ControlMsg(c Control) (*nats.Msg, error) {
 	return m, nil
 }
 
-// ScheduleMsg is the message that schedules saga sagaID's timer for dueMS
-// (Unix milliseconds): a JetStream message schedule on the saga's schedule
-// subject, which publishes the tick on its tick subject then. It replaces the
-// saga's previous schedule. It carries no message id: publishing it again
-// only replaces it with itself, while an id could make JetStream drop a
-// later schedule for the same due time as a duplicate.
-func (n Namespace) ScheduleMsg(sagaID string, dueMS int64) (*nats.Msg, error) {
+// TickMsg is the message that fires saga sagaID's timer due at dueMS
+// (Unix milliseconds): the coordinator publishes it when the timer falls
+// due. rev is the state bucket revision of the state that holds the timer:
+// with the saga and the due time it makes the message id, so the ticks that
+// several coordinator instances publish for one timer are one message,
+// while a later timer for the same due time gets its own.
+func (n Namespace) TickMsg(sagaID string, dueMS int64, rev uint64) (*nats.Msg, error) {
 	data, err := Tick{V: Version, SagaID: sagaID, DueMS: dueMS}.Encode()
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(n.Schedule(sagaID))
+	m := nats.NewMsg(n.Tick(sagaID))
 	m.Data = data
-	// Schedules have a one-second resolution: round up, never fire early.
-	at := time.UnixMilli(dueMS + 999).UTC().Truncate(time.Second)
-	m.Header.Set(jetstream.ScheduleHeader, "@at "+at.Format(time.RFC3339))
-	m.Header.Set(jetstream.ScheduleTargetHeader, n.Tick(sagaID))
+	m.Header.Set(HeaderMsgID, TickMsgID(sagaID, dueMS, rev))
 	m.Header.Set(HeaderSagaID, sagaID)
 	return m, nil
 }

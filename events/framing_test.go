@@ -9,7 +9,7 @@ import (
 // TestFramingMatchesHeaderTable builds every message with its constructor and
 // checks its headers against PROTOCOL.md §4.2's table (✓ present, "✓ unless
 // anonymous" present but for an anonymous rejection, blank absent), its
-// Nats-Msg-Id against §4.1 (every message but schedules), and its subject.
+// Nats-Msg-Id against §4.1, and its subject.
 func TestFramingMatchesHeaderTable(t *testing.T) {
 	doc, err := os.ReadFile("PROTOCOL.md")
 	if err != nil {
@@ -18,7 +18,7 @@ func TestFramingMatchesHeaderTable(t *testing.T) {
 	sec := string(doc)
 	sec = sec[strings.Index(sec, "### 4.2 Jetsaga headers"):]
 	sec = sec[:strings.Index(sec, "### 4.3")]
-	columns := []string{"start", "command", "outcome", "schedule", "control"}
+	columns := []string{"start", "command", "outcome", "tick", "control"}
 	table := map[string]map[string]string{} // header -> column -> cell
 	for _, line := range strings.Split(sec, "\n") {
 		if !strings.HasPrefix(line, "| `") {
@@ -63,8 +63,8 @@ func TestFramingMatchesHeaderTable(t *testing.T) {
 			m, err := ns.OutcomeMsg(&anon, 7, Trace{})
 			return m.Header, m.Subject, err
 		}},
-		{"schedule", ns.Schedule("s1"), "", false, func() (map[string][]string, string, error) {
-			m, err := ns.ScheduleMsg("s1", 1_700_000_000_123)
+		{"tick", ns.Tick("s1"), TickMsgID("s1", 1_700_000_000_123, 42), false, func() (map[string][]string, string, error) {
+			m, err := ns.TickMsg("s1", 1_700_000_000_123, 42)
 			return m.Header, m.Subject, err
 		}},
 		{"control", ns.Control("s1"), ControlMsgID("s1", "c1"), false, func() (map[string][]string, string, error) {

@@ -42,5 +42,11 @@ func OutcomeMsgID(o *Outcome, cmdSeq uint64) string {
 	return CommandMsgID(o.SagaID, o.Step, o.Op, o.Attempt) + "/" + string(o.Status)
 }
 
+// TickMsgID is the Nats-Msg-Id of the tick that fires a saga's timer due
+// at dueMS, held by the state of bucket revision rev.
+func TickMsgID(sagaID string, dueMS int64, rev uint64) string {
+	return sagaID + "/tick/" + strconv.FormatInt(dueMS, 10) + "/" + strconv.FormatUint(rev, 10)
+}
+
 // ControlMsgID is the Nats-Msg-Id of an operator action.
 func ControlMsgID(sagaID, id string) string { return sagaID + "/ctl/" + id }

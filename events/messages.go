@@ -184,10 +184,11 @@ type Outcome struct {
 	Result  json.RawMessage `json:"result,omitempty"`
 }
 
-// Tick is a durable timer firing. The coordinator schedules it on
-// <prefix>.sched.<saga_id> targeting <prefix>.tick.<saga_id> at DueMS; when it
-// fires the coordinator acts on every deadline of the saga that has passed by
-// DueMS (step timeouts, retry delays, the saga deadline).
+// Tick is a durable timer firing. A coordinator publishes it on
+// <prefix>.tick.<saga_id> when the saga's timer (its state's timer_ms,
+// DueMS) falls due; applying it, the coordinator acts on every deadline of
+// the saga that has passed by DueMS (step timeouts, retry delays, the saga
+// deadline).
 type Tick struct {
 	V      int    `json:"v"`
 	SagaID string `json:"saga_id"`

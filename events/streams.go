@@ -73,7 +73,8 @@ func (n Namespace) ParticipantConsumer(participant string) string {
 }
 
 // SagasStreamConfig is the configuration of the sagas stream. It allows
-// message schedules (the durable timers) and atomic batch publishes.
+// atomic batch publishes, and message schedules, which earlier versions'
+// timers were (a schedule they left still fires).
 func (n Namespace) SagasStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	o = o.withDefaults()
 	return jetstream.StreamConfig{

@@ -71,7 +71,7 @@ const (
 	KindEvent    Kind = "evt"   // <prefix>.evt.<participant>.<saga>: a participant's outcome
 	KindTick     Kind = "tick"  // <prefix>.tick.<saga>: a durable timer fired
 	KindControl  Kind = "ctl"   // <prefix>.ctl.<saga>: an operator action
-	KindSchedule Kind = "sched" // <prefix>.sched.<saga>: the pending timer of a saga (not an input)
+	KindSchedule Kind = "sched" // <prefix>.sched.<saga>: an earlier version's pending timer (not an input)
 	KindCommand  Kind = "cmd"   // <prefix>.cmd.<participant>.<saga>: a step command
 )
 
@@ -119,8 +119,10 @@ func (n Namespace) Event(participant, sagaID string) string {
 // Tick is the subject on which a saga's durable timer fires.
 func (n Namespace) Tick(sagaID string) string { return n.prefix + ".tick." + sagaID }
 
-// Schedule is the subject that holds a saga's pending timer. Publishing a new
-// schedule on it replaces the previous one.
+// Schedule is the subject on which coordinators before this version kept a
+// saga's pending timer as a JetStream message schedule; this version
+// publishes none there (its timers are the states' timer_ms, see
+// PROTOCOL.md §8.1), but a schedule left there still fires.
 func (n Namespace) Schedule(sagaID string) string { return n.prefix + ".sched." + sagaID }
 
 // Control is the subject of operator actions on a saga.

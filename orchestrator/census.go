@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -34,6 +32,8 @@ type census struct {
 	ready bool
 	sagas map[string]censusEntry
 	seen  map[string]bool // every name label reported so far
+
+	initial map[string]censusEntry // the current values of a new watch, being read
 }
 
 type censusEntry struct {
@@ -63,71 +63,35 @@ func newCensus(js jetstream.JetStream, ns events.Namespace, log *slog.Logger, na
 
 // run watches the bucket until ctx is done.
 func (c *census) run(ctx context.Context, kv jetstream.KeyValue) {
-	nc := c.js.Conn()
-	connected := nc.StatusChanged(nats.CONNECTED)
-	defer nc.RemoveStatusListener(connected)
-	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Debug("coordinator: census: cannot watch the state bucket; trying again", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		c.follow(ctx, w, connected)
-		_ = w.Stop()
-	}
+	followStates(ctx, c.js, kv, c.log, "census", c)
 }
 
-// follow applies the watch's entries until ctx is done, the watch ends or
-// the connection comes back.
-func (c *census) follow(ctx context.Context, w jetstream.KeyWatcher, connected <-chan nats.Status) {
-	initial := map[string]censusEntry{}
-	loading := true
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-connected:
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				select { // the watch ended: pause before the next
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-				return
-			}
-			if e == nil { // the end of the current values
-				if loading {
-					loading = false
-					c.mu.Lock()
-					c.sagas, c.ready = initial, true
-					for _, s := range initial {
-						c.seen[s.name] = true
-					}
-					c.mu.Unlock()
-				}
-				continue
-			}
-			if loading {
-				c.apply(initial, e, true)
-				continue
-			}
-			c.mu.Lock()
-			c.apply(c.sagas, e, false)
-			c.mu.Unlock()
-		}
+// begin, apply and loaded make the census a stateFollower: the current
+// values are counted apart and replace the counts once all are read.
+func (c *census) begin() { c.initial = map[string]censusEntry{} }
+
+func (c *census) apply(e jetstream.KeyValueEntry, initial bool) {
+	if initial {
+		c.record(c.initial, e, true)
+		return
 	}
+	c.mu.Lock()
+	c.record(c.sagas, e, false)
+	c.mu.Unlock()
 }
 
-// apply records one entry of the bucket in m.
-func (c *census) apply(m map[string]censusEntry, e jetstream.KeyValueEntry, initial bool) {
+func (c *census) loaded() {
+	c.mu.Lock()
+	c.sagas, c.ready = c.initial, true
+	for _, s := range c.initial {
+		c.seen[s.name] = true
+	}
+	c.mu.Unlock()
+	c.initial = nil
+}
+
+// record records one entry of the bucket in m.
+func (c *census) record(m map[string]censusEntry, e jetstream.KeyValueEntry, initial bool) {
 	key := e.Key()
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(m, key)

@@ -148,12 +148,8 @@ type Stats struct {
 	Rejected  uint64 // invalid inputs (recorded in the saga when it exists)
 	Conflicts uint64 // compare-and-set conflicts with another instance
 	Commands  uint64 // commands published
-	Timers    uint64 // timers scheduled
-	// TimersCancelled counts the timers of finished sagas removed before
-	// they fired, TimerCancelFailures those that could not be (they fire
-	// and are ignored).
-	TimersCancelled, TimerCancelFailures uint64
-	Errors                               uint64 // transient errors (the message is redelivered)
+	Timers    uint64 // timers fired: ticks published for timers that fell due
+	Errors    uint64 // transient errors (the message is redelivered)
 	// Batches counts the JetStream atomic batches committed (group commit,
 	// Config.AtomicBatchMin), BatchRejects the batches the server refused
 	// and that were published again message by message.
@@ -173,7 +169,6 @@ type Coordinator struct {
 	log   *slog.Logger
 	stats struct {
 		processed, applied, ignored, rejected, conflicts, commands, timers, errors, unconsumed atomic.Uint64
-		timersCancelled, timerCancelFailures                                                   atomic.Uint64
 	}
 	check *consumerCheck          // set by Run
 	out   atomic.Pointer[outputs] // set by Run; Stats reads it from anywhere
@@ -181,16 +176,15 @@ type Coordinator struct {
 }
 
 // outputs are the coordinator's publishers, one per stream it
-// writes: states into the bucket, commands, timers into the sagas stream.
+// writes: states into the bucket, commands, ticks into the sagas stream.
 type outputs struct {
-	states, commands, timers *groupcommit.Publisher
-	cancels                  *timerCanceller
+	states, commands, ticks *groupcommit.Publisher
 }
 
 func (o *outputs) close() {
 	o.states.Close()
 	o.commands.Close()
-	o.timers.Close()
+	o.ticks.Close()
 }
 
 // NewCoordinator validates cfg and returns a coordinator; Run starts it.
@@ -212,10 +206,9 @@ func (c *Coordinator) Stats() Stats {
 	s := &c.stats
 	st := Stats{Processed: s.processed.Load(), Applied: s.applied.Load(), Ignored: s.ignored.Load(),
 		Rejected: s.rejected.Load(), Conflicts: s.conflicts.Load(), Commands: s.commands.Load(),
-		Timers: s.timers.Load(), TimersCancelled: s.timersCancelled.Load(), TimerCancelFailures: s.timerCancelFailures.Load(),
-		Errors: s.errors.Load(), Unconsumed: s.unconsumed.Load()}
+		Timers: s.timers.Load(), Errors: s.errors.Load(), Unconsumed: s.unconsumed.Load()}
 	if o := c.out.Load(); o != nil {
-		for _, p := range []*groupcommit.Publisher{o.states, o.commands, o.timers} {
+		for _, p := range []*groupcommit.Publisher{o.states, o.commands, o.ticks} {
 			ps := p.Stats()
 			st.Batches += ps.Batches
 			st.BatchRejects += ps.Rejected
@@ -260,7 +253,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 	// Every write goes through the publisher of its stream.
 	bm := c.cfg.AtomicBatchMin
 	out := outputs{states: newPublisher(c.js, bucket, bm), commands: newPublisher(c.js, cmds.CachedInfo().Config, bm),
-		timers: newPublisher(c.js, sagas.CachedInfo().Config, bm), cancels: newTimerCanceller(c, sagas)}
+		ticks: newPublisher(c.js, sagas.CachedInfo().Config, bm)}
 	defer out.close()
 	c.out.Store(&out)
 	// A finished saga's state lives a little longer than its messages.
@@ -292,17 +285,20 @@ func (c *Coordinator) run(ctx context.Context) error {
 	c.check = newConsumerCheck(c.js, c.ns, c.log, &c.stats.unconsumed, &background)
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
-	background.Add(1 + timerCancellers)
+	timers := newTimerIndex(c)
+	background.Add(3)
 	go func() {
 		defer background.Done()
 		c.obs.runCensus(bgCtx, kv)
 	}()
-	for range timerCancellers {
-		go func() {
-			defer background.Done()
-			out.cancels.run(bgCtx)
-		}()
-	}
+	go func() {
+		defer background.Done()
+		followStates(bgCtx, c.js, kv, c.log, "timers", timers)
+	}()
+	go func() {
+		defer background.Done()
+		timers.run(bgCtx, out.ticks)
+	}()
 	var wg sync.WaitGroup
 	queues := make([]chan queued, c.cfg.Workers)
 	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
@@ -672,11 +668,8 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 	return nil
 }
 
-// send starts publishing the commands and the timer of one transition and
-// returns the function that waits for their acknowledgements. The schedule
-// carries no message id: publishing it again only replaces it with itself,
-// while an id could make JetStream drop a later schedule for the same due
-// time as a duplicate.
+// send starts publishing the commands of one transition and returns the
+// function that waits for their acknowledgements.
 func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace Trace) (wait func() error) {
 	if p == nil {
 		return func() error { return nil }
@@ -705,16 +698,6 @@ func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace
 	if err != nil {
 		return fail(fmt.Errorf("publish commands: %w", err))
 	}
-	var timer *groupcommit.Call
-	if p.ScheduleMS != 0 {
-		m, err := c.ns.ScheduleMsg(sagaID, p.ScheduleMS)
-		if err != nil {
-			return fail(err)
-		}
-		if timer, err = out.timers.Submit(ctx, m); err != nil {
-			return fail(fmt.Errorf("schedule timer: %w", err))
-		}
-	}
 	return func() (err error) {
 		defer func() {
 			for _, end := range ends {
@@ -724,78 +707,12 @@ func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace
 		if _, err := commands.Wait(ctx); err != nil {
 			return fmt.Errorf("publish commands: %w", err)
 		}
-		if timer != nil {
-			if _, err := timer.Wait(ctx); err != nil {
-				return fmt.Errorf("schedule timer: %w", err)
-			}
-		}
-		if p.CancelTimerBefore != 0 {
-			out.cancels.cancel(sagaID, p.CancelTimerBefore)
-		}
 		c.stats.commands.Add(uint64(len(p.Commands)))
 		c.obs.published(p)
 		for i := range p.Commands {
 			c.check.sent(p.Commands[i].Participant)
 		}
-		if p.ScheduleMS != 0 {
-			c.stats.timers.Add(1)
-		}
 		return nil
-	}
-}
-
-// timerCanceller removes the schedules of finished sagas' pending timers
-// (Pending.CancelTimerBefore) in the background, so that no worker waits
-// for a purge. A timer that is not removed only fires for nothing (its tick
-// is ignored): a purge that fails, or finds the queue full, or is still
-// queued when the coordinator stops, is counted and forgotten.
-type timerCanceller struct {
-	c     *Coordinator
-	sagas jetstream.Stream
-	queue chan timerCancel
-}
-
-type timerCancel struct {
-	id     string
-	before uint64
-}
-
-// timerCancellers is the number of goroutines purging schedules.
-const timerCancellers = 2
-
-func newTimerCanceller(c *Coordinator, sagas jetstream.Stream) *timerCanceller {
-	return &timerCanceller{c: c, sagas: sagas, queue: make(chan timerCancel, 1024)}
-}
-
-// cancel queues the removal of saga id's schedules stored before sequence
-// before.
-func (t *timerCanceller) cancel(id string, before uint64) {
-	select {
-	case t.queue <- timerCancel{id, before}:
-	default:
-		t.c.stats.timerCancelFailures.Add(1)
-	}
-}
-
-func (t *timerCanceller) run(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case tc := <-t.queue:
-			pctx, cancel := context.WithTimeout(ctx, opTimeout)
-			err := t.sagas.Purge(pctx, jetstream.WithPurgeSubject(t.c.ns.Schedule(tc.id)), jetstream.WithPurgeSequence(tc.before))
-			cancel()
-			if err != nil {
-				t.c.stats.timerCancelFailures.Add(1)
-				if ctx.Err() == nil {
-					t.c.log.Warn("coordinator: could not cancel the timer of a finished saga; it will fire and be ignored",
-						"saga", tc.id, "err", err)
-				}
-				continue
-			}
-			t.c.stats.timersCancelled.Add(1)
-		}
 	}
 }
 

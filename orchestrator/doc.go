@@ -49,7 +49,7 @@
 // sagas stream. Messages of one saga go to one worker of an instance, in
 // order. Per message a worker loads the state (from its cache, or the state
 // bucket with its revision), computes Next, writes the new state with
-// compare-and-set and publishes the transition's commands and timer (kept in
+// compare-and-set and publishes the transition's commands (kept in
 // State.Pending) at the same time, and acks once both are stored. Inputs are
 // applied in stream order (below), so a transition's output is a function of
 // the stream up to its input: commands published by an instance that loses
@@ -76,11 +76,12 @@
 // compute. Every step has a timeout: its own, or Config.StepTimeout
 // (DefaultStepTimeout unless set), recorded in the saga's state at its start.
 //
-// Timers (step timeouts, the saga deadline, re-sends) are JetStream message
-// schedules: one pending schedule per saga on <prefix>.sched.<id>, targeting
-// <prefix>.tick.<id>, moved only ever earlier; they fire even if every
-// coordinator is down, and the tick waits in the stream. Schedules have a
-// one-second resolution; a timer never fires early.
+// Timers (step timeouts, the saga deadline, re-sends) are the state's
+// TimerMS, one per saga, moved only ever earlier. Every instance watches the
+// state bucket and publishes a saga's tick on <prefix>.tick.<id> when its
+// timer falls due (events.TickMsgID makes the instances' ticks one message);
+// a timer costs no message until then. One that falls due while no
+// instance runs fires once the first one has read the bucket.
 //
 // A saga that cannot make progress on its own is Parked with a reason;
 // [Client.Redrive], [Client.Skip] and [Client.Resolve] are the operator's
@@ -103,8 +104,7 @@
 // jetsaga_coordinator_rejections_total{reason},
 // jetsaga_coordinator_redeliveries_total, the Stats counters
 // (jetsaga_coordinator_messages_*_total, _cas_conflicts_total,
-// _timers_scheduled_total, _timers_cancelled_total,
-// _timer_cancel_failures_total, _errors_total, _unconsumed_commands_total) and
+// _timers_fired_total, _errors_total, _unconsumed_commands_total) and
 // every durable consumer's pending and ack-pending counts, read from
 // JetStream when scraped. Labels are bounded: saga names and participants
 // past Config.MaxLabelValues become "other", and no label carries a saga id.

@@ -171,9 +171,7 @@ var statsMetrics = []struct {
 	{statDesc("coordinator_messages_ignored_total", "Duplicate and stale messages that changed nothing."), func(s Stats) uint64 { return s.Ignored }},
 	{statDesc("coordinator_messages_rejected_total", "Invalid messages, recorded in their saga when it exists."), func(s Stats) uint64 { return s.Rejected }},
 	{statDesc("coordinator_cas_conflicts_total", "Compare-and-set conflicts with another coordinator instance."), func(s Stats) uint64 { return s.Conflicts }},
-	{statDesc("coordinator_timers_scheduled_total", "Durable timers scheduled."), func(s Stats) uint64 { return s.Timers }},
-	{statDesc("coordinator_timers_cancelled_total", "Timers of finished sagas removed before they fired."), func(s Stats) uint64 { return s.TimersCancelled }},
-	{statDesc("coordinator_timer_cancel_failures_total", "Timers of finished sagas that could not be removed (they fire and are ignored)."), func(s Stats) uint64 { return s.TimerCancelFailures }},
+	{statDesc("coordinator_timers_fired_total", "Timers that fell due: ticks this instance published (instances publish the same tick for a timer; JetStream keeps one)."), func(s Stats) uint64 { return s.Timers }},
 	{statDesc("coordinator_errors_total", "Transient errors; the message is delivered again."), func(s Stats) uint64 { return s.Errors }},
 	{statDesc("coordinator_unconsumed_commands_total", "Commands published for a participant that no consumer of the commands stream reads."), func(s Stats) uint64 { return s.Unconsumed }},
 }

@@ -33,18 +33,19 @@ func TestStateHead(t *testing.T) {
 	}
 }
 
-// kvEntry is a state bucket entry for the census.
+// kvEntry is a state bucket entry for the census and the timers.
 type kvEntry struct {
 	key     string
 	value   []byte
 	op      jetstream.KeyValueOp
 	created time.Time
+	rev     uint64 // 0: 1
 }
 
 func (e kvEntry) Bucket() string                  { return "b" }
 func (e kvEntry) Key() string                     { return e.key }
 func (e kvEntry) Value() []byte                   { return e.value }
-func (e kvEntry) Revision() uint64                { return 1 }
+func (e kvEntry) Revision() uint64                { return max(e.rev, 1) }
 func (e kvEntry) Created() time.Time              { return e.created }
 func (e kvEntry) Delta() uint64                   { return 0 }
 func (e kvEntry) Operation() jetstream.KeyValueOp { return e.op }
@@ -91,9 +92,7 @@ func BenchmarkMetricsPerSaga(b *testing.B) {
 			if p := states[i].Pending; p != nil {
 				obs.published(p)
 			}
-			census.mu.Lock()
-			census.apply(census.sagas, entries[i], false)
-			census.mu.Unlock()
+			census.apply(entries[i], false)
 			before = states[i]
 		}
 	}

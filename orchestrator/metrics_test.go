@@ -174,7 +174,6 @@ func TestCoordinatorMetrics(t *testing.T) {
 		{"jetsaga_coordinator_messages_applied_total", nil, 17}, // 5 starts, 12 outcomes
 		{"jetsaga_coordinator_messages_rejected_total", nil, 0},
 		{"jetsaga_coordinator_errors_total", nil, 0},
-		{"jetsaga_coordinator_timer_cancel_failures_total", nil, 0},
 		{"jetsaga_coordinator_census_ready", nil, 1},
 	}
 	for _, w := range want {

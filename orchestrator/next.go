@@ -39,8 +39,8 @@ type Result struct {
 	State *State
 	// Changed reports whether State differs from the previous state and must
 	// be written. State.Pending then holds what the transition publishes
-	// once the state is written: commands (with events.CommandMsgID) and
-	// the due time of a timer to schedule.
+	// once the state is written: commands (with events.CommandMsgID). A
+	// timer is State.TimerMS, which the coordinators fire.
 	Changed bool
 	// Rejected says why the input was refused (recorded in State when there
 	// is one); Ignored why it changed nothing (a duplicate or stale input).
@@ -101,18 +101,15 @@ type machine struct {
 	seq      uint64 // the input's stream sequence
 	now      int64
 	changed  bool
-	fired    bool // the input is the tick of the saga's pending timer
 	ignored  string
 	commands []events.Command
 }
 
 func (m *machine) result(prev *State, rejected string) Result {
 	r := Result{State: m.s, Rejected: rejected}
-	var schedule int64
 	if !m.s.Status.Terminal() && m.s.Status != Parked {
 		if due := m.nextDue(); due != 0 && (m.s.TimerMS == 0 || due < m.s.TimerMS) {
 			m.s.TimerMS = due
-			schedule = due
 			m.changed = true
 		}
 	}
@@ -128,14 +125,9 @@ func (m *machine) result(prev *State, rejected string) Result {
 		m.s.UpdatedMS = m.now
 	}
 	m.s.Seq = max(m.s.Seq, m.seq)
-	var cancel uint64
-	if m.s.Status.Terminal() && prev != nil && prev.TimerMS != 0 && !m.fired {
-		// The schedule of the pending timer was stored before this input.
-		cancel = m.seq
-	}
 	m.s.Pending = nil
-	if len(m.commands) > 0 || schedule != 0 || cancel != 0 {
-		m.s.Pending = &Pending{Commands: m.commands, ScheduleMS: schedule, CancelTimerBefore: cancel}
+	if len(m.commands) > 0 {
+		m.s.Pending = &Pending{Commands: m.commands}
 	}
 	r.Changed = true
 	return r
@@ -375,7 +367,7 @@ func (m *machine) onTick(due int64) {
 	s := m.s
 	if s.TimerMS == due {
 		s.TimerMS = 0
-		m.changed, m.fired = true, true
+		m.changed = true
 	}
 	if s.Status != Running && s.Status != Compensating {
 		if !m.changed {

@@ -15,6 +15,7 @@ type fixture struct {
 	seq   uint64
 	now   int64
 	last  Result
+	prev  *State // the state before the last transition
 }
 
 func newFixture(t *testing.T, steps ...events.Step) *fixture {
@@ -42,12 +43,16 @@ func (f *fixture) apply(in Input) Result {
 		in.SagaID = "s1"
 	}
 	r := Next(f.state, in)
+	f.prev = f.state
 	if r.State != nil {
 		f.state = r.State
 	}
 	f.last = r
 	return r
 }
+
+// timerSet is the due time of the timer the last transition set, 0 if none.
+func (f *fixture) timerSet() int64 { return f.last.timerSet(f.prev) }
 
 func (f *fixture) outcome(participant, step string, op events.Op, attempt int, status events.Status, reason string) Result {
 	f.t.Helper()
@@ -341,7 +346,7 @@ func TestNextStepTimeoutCompensatesTheStepToo(t *testing.T) {
 	steps[1].TimeoutMS = 5000
 	f := newFixture(t, steps...)
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
-	if f.last.scheduleMS() == 0 || f.state.TimerMS != f.last.scheduleMS() {
+	if f.timerSet() == 0 || f.state.TimerMS != f.timerSet() {
 		t.Fatalf("no timer scheduled: %+v", f.last)
 	}
 	due := f.state.TimerMS
@@ -371,16 +376,16 @@ func TestNextTimerMovesOnlyEarlier(t *testing.T) {
 	steps[0].TimeoutMS = 1000
 	steps[1].TimeoutMS = 50_000
 	f := newFixture(t, steps...)
-	first := f.last.scheduleMS()
+	first := f.timerSet()
 	if first == 0 {
 		t.Fatal("no timer")
 	}
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")
-	if f.last.scheduleMS() != 0 {
+	if f.timerSet() != 0 {
 		t.Fatal("a later deadline rescheduled the pending timer")
 	}
 	f.tick(first) // fires, nothing due; the credit deadline gets a timer
-	if f.last.scheduleMS() == 0 || f.state.TimerMS != f.last.scheduleMS() {
+	if f.timerSet() == 0 || f.state.TimerMS != f.timerSet() {
 		t.Fatalf("credit's deadline not scheduled after the early timer: %+v", f.last)
 	}
 }
@@ -469,7 +474,7 @@ func TestNextDeadline(t *testing.T) {
 	decoded, _ := events.DecodeStart(data)
 	f := &fixture{t: t, now: 1000}
 	f.apply(Input{Kind: events.KindStart, Start: &decoded})
-	if f.last.scheduleMS() != f.state.DeadlineMS {
+	if f.timerSet() != f.state.DeadlineMS {
 		t.Fatalf("deadline not scheduled: %+v", f.last)
 	}
 	f.outcome("bank-a", "debit", events.OpDo, 1, events.Succeeded, "")

@@ -47,7 +47,8 @@ func (b *bundle) coordinatorConsumer() jetstream.Consumer {
 
 // TestInputsAppliedInStreamOrder is the black-box run's reproduction: a
 // coordinator stops (SIGSTOP) with its pull request open; the credit
-// commits and its success is stored, then the credit's timer ticks; the
+// commits and its success is stored, then the credit's timer ticks (fired
+// by another coordinator); the
 // stopped coordinator holds the success, so the next coordinator is
 // delivered the tick first. Applied in delivery order, the tick would time
 // the credit out and compensate a transfer whose credit committed (and
@@ -100,14 +101,36 @@ func TestInputsAppliedInStreamOrder(t *testing.T) {
 	if m.Subject() != events.Default().Event("bank-b", "zombie") {
 		t.Fatalf("the zombie holds %s, want the credit's outcome", m.Subject())
 	}
-	// The tick is stored after the outcome.
-	tickSeq := waitForMessage(t, b.js, events.Default().Tick("zombie"))
+	// The credit's timer falls due and another coordinator (as this one
+	// would) fires it: the tick is stored after the outcome.
+	kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := kv.Get(ctx, "zombie")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := decodeStateJSON(entry.Value())
+	if err != nil || st.TimerMS == 0 {
+		t.Fatalf("state before the tick: timer %d, %v", st.TimerMS, err)
+	}
+	time.Sleep(time.Until(time.UnixMilli(st.TimerMS)))
+	tick, err := events.Default().TickMsg("zombie", st.TimerMS, entry.Revision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := b.js.PublishMsg(ctx, tick)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tickSeq := ack.Sequence
 	outcomeMeta, _ := m.Metadata()
 	if tickSeq < outcomeMeta.Sequence.Stream {
 		t.Fatalf("the tick (%d) was stored before the outcome (%d)", tickSeq, outcomeMeta.Sequence.Stream)
 	}
 	b.runCoordinator(b.js, ackWait)
-	st := b.wait("zombie", orchestrator.Committed)
+	st = b.wait("zombie", orchestrator.Committed)
 	if st.Steps[1].Status != orchestrator.StepSucceeded {
 		t.Fatalf("credit is %s (%s), want succeeded", st.Steps[1].Status, st.Steps[1].Reason)
 	}

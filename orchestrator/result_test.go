@@ -10,19 +10,11 @@ func (r Result) cmds() []events.Command {
 	return r.State.Pending.Commands
 }
 
-// scheduleMS is the due time of the timer a transition schedules, 0 if none.
-func (r Result) scheduleMS() int64 {
-	if !r.Changed || r.State == nil || r.State.Pending == nil {
+// timerSet is the due time of the timer a transition sets (a new timer,
+// or an earlier one), 0 if none.
+func (r Result) timerSet(prev *State) int64 {
+	if !r.Changed || r.State == nil || r.State.TimerMS == 0 || prev != nil && prev.TimerMS == r.State.TimerMS {
 		return 0
 	}
-	return r.State.Pending.ScheduleMS
-}
-
-// cancelTimerBefore is the bound of the timer cancellation a transition
-// asks for, 0 if none.
-func (r Result) cancelTimerBefore() uint64 {
-	if !r.Changed || r.State == nil || r.State.Pending == nil {
-		return 0
-	}
-	return r.State.Pending.CancelTimerBefore
+	return r.State.TimerMS
 }

@@ -136,16 +136,11 @@ type Trace = events.Trace
 // in a NATS message.
 const MaxStoredResultBytes = 4096
 
-// Pending is the output of a saga's last transition.
+// Pending is the output of a saga's last transition: its commands. (A
+// timer is not an output: it is the state's TimerMS, which the coordinators
+// follow and fire.)
 type Pending struct {
 	Commands []events.Command `json:"commands,omitempty"`
-	// ScheduleMS is the due time of a timer to schedule, 0 if none.
-	ScheduleMS int64 `json:"schedule_ms,omitempty"`
-	// CancelTimerBefore, when not 0, removes the saga's schedules stored
-	// before this sagas-stream sequence: the saga finished with a timer
-	// pending, which would otherwise fire later for nothing (a tick
-	// written, delivered and ignored for every finished saga).
-	CancelTimerBefore uint64 `json:"cancel_timer_before,omitempty"`
 }
 
 // Rejection records an input the coordinator refused.

@@ -82,8 +82,8 @@ type Options struct {
 	Workers int
 	// StepTimeout is the coordinators' default step timeout
 	// (orchestrator.Config.StepTimeout). Default one minute; negative:
-	// none. A saga's timer is scheduled at its first step and cancelled
-	// when it finishes, so a run longer than this shows timers at work.
+	// none. A timer costs a write only when it falls due, so this matters
+	// for runs with slow or silent participants.
 	StepTimeout time.Duration
 	// AtomicBatchMin turns on group commit in the coordinators and the
 	// banks (orchestrator.Config.AtomicBatchMin). Default 0: off.

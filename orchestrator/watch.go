@@ -1,0 +1,78 @@
+package orchestrator
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// stateFollower keeps something about every saga from a watch of the state
+// bucket: the bucket's current values first, then every state written.
+// Its methods are called from one goroutine.
+type stateFollower interface {
+	// begin: a watch starts; the bucket's current values follow.
+	begin()
+	// apply records one entry; initial: one of the current values.
+	apply(e jetstream.KeyValueEntry, initial bool)
+	// loaded: every current value was applied.
+	loaded()
+}
+
+// followStates watches the state bucket for f until ctx is done, anew
+// whenever the connection comes back (a watch may have missed writes
+// meanwhile) or the watch ends. what names f in the logs.
+func followStates(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, log *slog.Logger, what string, f stateFollower) {
+	nc := js.Conn()
+	connected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(connected)
+	for ctx.Err() == nil {
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Debug("coordinator: "+what+": cannot watch the state bucket; trying again", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		followWatch(ctx, w, connected, f)
+		_ = w.Stop()
+	}
+}
+
+// followWatch applies the watch's entries to f until ctx is done, the watch
+// ends or the connection comes back.
+func followWatch(ctx context.Context, w jetstream.KeyWatcher, connected <-chan nats.Status, f stateFollower) {
+	f.begin()
+	loading := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-connected:
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				select { // the watch ended: pause before the next
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				return
+			}
+			if e == nil { // the end of the current values
+				if loading {
+					loading = false
+					f.loaded()
+				}
+				continue
+			}
+			f.apply(e, loading)
+		}
+	}
+}
