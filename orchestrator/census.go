@@ -2,30 +2,24 @@ package orchestrator
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"log/slog"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/telemetry"
 )
 
 // census counts the sagas that are not finished — running, compensating,
 // parked — by name, for the gauges of the coordinator's metrics. It watches
-// the state bucket, so every instance sees every saga whichever instance
-// wrote it: it reads the bucket's current values when it starts (a full
-// decode only for the unfinished sagas among them), then every state written.
-// Of an update it reads only the status and the name, at the head of the
-// JSON; it keeps only unfinished sagas in memory. The watch is made anew
-// whenever the connection comes back.
+// the state bucket (a stateFollower of the coordinator's watch, with the
+// timers), so every instance sees every saga whichever instance wrote it:
+// it reads the bucket's current values when it starts (a full decode only
+// for the unfinished sagas among them), then every state written. Of an
+// update it reads only the status and the name, at the head of the JSON; it
+// keeps only unfinished sagas in memory.
 type census struct {
-	js    jetstream.JetStream
-	ns    events.Namespace
-	log   *slog.Logger
 	names *telemetry.Limiter
 
 	mu    sync.Mutex
@@ -57,13 +51,8 @@ var (
 		nil, nil)
 )
 
-func newCensus(js jetstream.JetStream, ns events.Namespace, log *slog.Logger, names *telemetry.Limiter) *census {
-	return &census{js: js, ns: ns, log: log, names: names, sagas: map[string]censusEntry{}, seen: map[string]bool{}}
-}
-
-// run watches the bucket until ctx is done.
-func (c *census) run(ctx context.Context, kv jetstream.KeyValue) {
-	followStates(ctx, c.js, kv, c.log, "census", c)
+func newCensus(names *telemetry.Limiter) *census {
+	return &census{names: names, sagas: map[string]censusEntry{}, seen: map[string]bool{}}
 }
 
 // begin, apply and loaded make the census a stateFollower: the current

@@ -285,15 +285,16 @@ func (c *Coordinator) run(ctx context.Context) error {
 	c.check = newConsumerCheck(c.js, c.ns, c.log, &c.stats.unconsumed, &background)
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
+	// One watch of the state bucket feeds the timers and the saga gauges.
 	timers := newTimerIndex(c)
-	background.Add(3)
+	followers := stateFollowers{timers}
+	if census := c.obs.census(); census != nil {
+		followers = append(followers, census)
+	}
+	background.Add(2)
 	go func() {
 		defer background.Done()
-		c.obs.runCensus(bgCtx, kv)
-	}()
-	go func() {
-		defer background.Done()
-		followStates(bgCtx, c.js, kv, c.log, "timers", timers)
+		followStates(bgCtx, c.js, kv, c.log, followers)
 	}()
 	go func() {
 		defer background.Done()

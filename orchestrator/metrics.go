@@ -92,7 +92,7 @@ type coordinatorMetrics struct {
 
 func newCoordinatorMetrics(c *Coordinator) (*coordinatorMetrics, error) {
 	m := newMetricSet(c.cfg.MaxLabelValues)
-	m.census = newCensus(c.cfg.JetStream, c.ns, c.log, m.names)
+	m.census = newCensus(m.names)
 	for _, coll := range []prometheus.Collector{m.started, m.finished, m.parked, m.duration, m.commands, m.outcomes,
 		m.rejections, m.redeliveries, statsCollector{c}, m.census} {
 		if err := c.cfg.Registerer.Register(coll); err != nil {
@@ -346,11 +346,13 @@ func (o *observer) published(p *Pending) {
 	}
 }
 
-// runCensus keeps the saga gauges until ctx is done.
-func (o *observer) runCensus(ctx context.Context, kv jetstream.KeyValue) {
-	if o.m != nil {
-		o.m.census.run(ctx, kv)
+// census returns the saga gauges' follower of the state bucket, nil when
+// metrics are off.
+func (o *observer) census() stateFollower {
+	if o.m == nil || o.m.census == nil {
+		return nil
 	}
+	return o.m.census
 }
 
 // sinceMS converts a Unix millisecond time to a duration until now.

@@ -80,7 +80,7 @@ func BenchmarkMetricsPerSaga(b *testing.B) {
 		prev = r.State
 	}
 	obs := &observer{log: slog.New(slog.DiscardHandler), m: newMetricSet(0)}
-	obs.m.census = newCensus(nil, events.Default(), obs.log, obs.m.names)
+	obs.m.census = newCensus(obs.m.names)
 	h := nats.Header{}
 	census := obs.m.census
 	b.ReportAllocs()

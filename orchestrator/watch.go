@@ -21,10 +21,31 @@ type stateFollower interface {
 	loaded()
 }
 
+// stateFollowers feeds one watch to several followers.
+type stateFollowers []stateFollower
+
+func (fs stateFollowers) begin() {
+	for _, f := range fs {
+		f.begin()
+	}
+}
+
+func (fs stateFollowers) apply(e jetstream.KeyValueEntry, initial bool) {
+	for _, f := range fs {
+		f.apply(e, initial)
+	}
+}
+
+func (fs stateFollowers) loaded() {
+	for _, f := range fs {
+		f.loaded()
+	}
+}
+
 // followStates watches the state bucket for f until ctx is done, anew
 // whenever the connection comes back (a watch may have missed writes
-// meanwhile) or the watch ends. what names f in the logs.
-func followStates(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, log *slog.Logger, what string, f stateFollower) {
+// meanwhile) or the watch ends.
+func followStates(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, log *slog.Logger, f stateFollower) {
 	nc := js.Conn()
 	connected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(connected)
@@ -32,7 +53,7 @@ func followStates(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 		w, err := kv.WatchAll(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				log.Debug("coordinator: "+what+": cannot watch the state bucket; trying again", "err", err)
+				log.Debug("coordinator: cannot watch the state bucket; trying again", "err", err)
 			}
 			select {
 			case <-ctx.Done():
