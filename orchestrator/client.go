@@ -73,7 +73,7 @@ func (c *Client) Close() {
 	c.watcher = nil
 	c.mu.Unlock()
 	if w != nil {
-		_ = w.Stop()
+		stopWatch(w)
 	}
 	c.wg.Wait()
 }
@@ -343,7 +343,7 @@ func (c *Client) swapWatcher(w jetstream.KeyWatcher) bool {
 	select {
 	case <-c.done:
 		c.mu.Unlock()
-		_ = w.Stop()
+		stopWatch(w)
 		return false
 	default:
 	}
@@ -353,7 +353,7 @@ func (c *Client) swapWatcher(w jetstream.KeyWatcher) bool {
 	go c.dispatch(w)
 	c.mu.Unlock()
 	if old != nil {
-		_ = old.Stop()
+		stopWatch(old)
 	}
 	return true
 }
@@ -409,7 +409,7 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
+	defer stopWatch(w)
 	var out []*State
 	for {
 		var e jetstream.KeyValueEntry

@@ -196,7 +196,7 @@ func (c *Client) Index(ctx context.Context) (*Index, error) {
 		case e, ok := <-w.Updates():
 			if !ok {
 				cancel()
-				_ = w.Stop()
+				stopWatch(w)
 				return nil, fmt.Errorf("watch state bucket %s: closed while reading it", c.ns.StateBucket())
 			}
 			if e == nil {
@@ -206,7 +206,7 @@ func (c *Client) Index(ctx context.Context) (*Index, error) {
 			ix.apply(e, false)
 		case <-ctx.Done():
 			cancel()
-			_ = w.Stop()
+			stopWatch(w)
 			return nil, ctx.Err()
 		}
 	}
@@ -220,7 +220,7 @@ func (c *Client) Index(ctx context.Context) (*Index, error) {
 // index is closed.
 func (ix *Index) follow(ctx context.Context, w jetstream.KeyWatcher) {
 	defer close(ix.done)
-	defer func() { _ = w.Stop() }()
+	defer stopWatch(w)
 	sweep := time.NewTicker(30 * time.Second)
 	defer sweep.Stop()
 	for {

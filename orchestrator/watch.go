@@ -63,7 +63,7 @@ func followStates(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 			continue
 		}
 		followWatch(ctx, w, connected, f)
-		_ = w.Stop()
+		stopWatch(w)
 	}
 }
 
@@ -94,6 +94,25 @@ func followWatch(ctx context.Context, w jetstream.KeyWatcher, connected <-chan n
 				continue
 			}
 			f.apply(e, loading)
+		}
+	}
+}
+
+// stopWatch stops w and reads what it still delivers until it closes: the
+// nats.go watcher's handler blocks while its updates channel is full, and a
+// handler blocked when nobody reads any more would keep its goroutine
+// forever. It gives up after a few seconds, should the channel never close.
+func stopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	giveUp := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-giveUp:
+			return
 		}
 	}
 }
