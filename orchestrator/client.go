@@ -211,7 +211,9 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 // Wait returns the saga's state once it is terminal or parked (a parked saga
 // needs an operator: waiting longer would wait for a person). It watches the
 // state bucket — one watch shared by every Wait of this client — and does
-// not poll. A saga that does not exist yet is waited for.
+// not poll; of the updates before the end it reads only the status. A saga
+// that does not exist yet is waited for. When ctx ends (or the client is
+// closed) first, it returns the newest state it saw with the error.
 func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 	if err := events.ValidToken(id); err != nil {
 		return nil, fmt.Errorf("saga id %q %v", id, err)
@@ -223,9 +225,26 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 	defer c.unsubscribe(id, ch)
 	c.wake(id) // read the key first
 	var st *State
+	// The newest state the watch carried while the saga ran: decoded only
+	// if Wait returns before the end (an update's status is read from the
+	// head of its JSON).
+	var running []byte
+	latest := func() *State {
+		if running != nil {
+			if next, err := decodeState(running); err == nil {
+				return next
+			}
+		}
+		return st
+	}
 	for {
 		select {
 		case value := <-ch: // the watch carries the new state: no read needed
+			if status, _, ok := stateHead(value); ok && !status.Terminal() && status != Parked {
+				running = value
+				continue
+			}
+			running = nil
 			if value == nil {
 				// Read the key: first, and whenever the watch was made anew
 				// (after a reconnect what changed meanwhile was not seen).
@@ -247,9 +266,9 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 				return st, nil
 			}
 		case <-ctx.Done():
-			return st, ctx.Err()
+			return latest(), ctx.Err()
 		case <-c.done:
-			return st, ErrClientClosed
+			return latest(), ErrClientClosed
 		}
 	}
 }

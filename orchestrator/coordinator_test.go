@@ -571,3 +571,49 @@ func TestEnsureStreamsIsIdempotent(t *testing.T) {
 		t.Fatalf("max age %v, created %v (was %v)", got.Config.MaxAge, got.Created, created)
 	}
 }
+
+// TestWaitReturnsTheNewestStateWhenItGivesUp: Wait reads a running saga's
+// updates only for their status, and still returns the newest state it saw
+// when its context ends.
+func TestWaitReturnsTheNewestStateWhenItGivesUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runCoordinator(b.js)
+	b.respond("bank-a", ok)
+	b.respond("bank-b", func(events.Command) decision { return decision{drop: true} })
+	ctx := context.Background()
+	if _, err := b.client.Start(ctx, transferPlan("stuck")); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		st  *orchestrator.State
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := b.client.Wait(wctx, "stuck")
+		done <- result{st, err}
+	}()
+	// The debit succeeds and the credit runs: the watch carries that state.
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, err := b.client.Get(ctx, "stuck")
+		if err != nil {
+			return err
+		}
+		if st.Steps[1].Status != orchestrator.StepRunning {
+			return fmt.Errorf("credit is %s", st.Steps[1].Status)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond) // for the watch to deliver it
+	cancel()
+	r := <-done
+	if !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("Wait: %v", r.err)
+	}
+	if r.st == nil || r.st.Status != orchestrator.Running || r.st.Steps[0].Status != orchestrator.StepSucceeded || r.st.Steps[1].Status != orchestrator.StepRunning {
+		t.Fatalf("Wait gave up with %+v, want the state with the debit done and the credit running", r.st)
+	}
+}
