@@ -580,7 +580,7 @@ func (w *worker) transition(ctx, tctx context.Context, id string, e *cacheEntry,
 		}
 		return ne, w.flush(tctx, ne)
 	}
-	sent := w.c.send(tctx, id, st.Pending, st.Trace)
+	sent := w.c.send(tctx, st.Pending, st.Trace)
 	ne, err := w.write(ctx, id, e.rev, st)
 	if serr := sent(); err == nil {
 		ne.flushed = serr == nil
@@ -662,7 +662,7 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 		e.flushed = true
 		return nil
 	}
-	if err := w.c.send(ctx, e.state.SagaID, e.state.Pending, e.state.Trace)(); err != nil {
+	if err := w.c.send(ctx, e.state.Pending, e.state.Trace)(); err != nil {
 		return err
 	}
 	e.flushed = true
@@ -671,7 +671,7 @@ func (w *worker) flush(ctx context.Context, e *cacheEntry) error {
 
 // send starts publishing the commands of one transition and returns the
 // function that waits for their acknowledgements.
-func (c *Coordinator) send(ctx context.Context, sagaID string, p *Pending, trace Trace) (wait func() error) {
+func (c *Coordinator) send(ctx context.Context, p *Pending, trace Trace) (wait func() error) {
 	if p == nil {
 		return func() error { return nil }
 	}
