@@ -558,35 +558,24 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 	}
 }
 
-// transition stores st, the state that follows e, and publishes its
+// transition stores st, the state that follows e, then publishes its
 // output (st.Pending). It returns the new entry once the state is written
 // (even if the output could not be published: the entry is then not
 // flushed), and errConflict if another instance wrote first.
 //
-// The state and the output are written at once, not one after the other:
-// every transition is the fold of the saga's inputs in stream order (see
-// order.go), so the output of a transition is the output of that prefix of
-// the stream, whoever computes it and whether or not its state is stored —
-// an instance that loses the compare-and-set has published commands that the
-// winner publishes too (message ids make them one). The exception is a
-// saga's first transition: it records the instance's default step timeout
-// (Config.StepTimeout), which instances may disagree on, so its output is
-// published only once its state is stored.
+// The output goes out only once the state that holds it is stored: a
+// command is never published for a transition that is not the saga's. (A
+// version that published both at once, on the ground that a transition's
+// output is a function of the stream up to its input, lost money in a long
+// cluster node-loss run: a transition computed while the cluster changed
+// leaders published its credit command, its write failed, and the saga's
+// transition, computed again, timed the debit out instead.)
 func (w *worker) transition(ctx, tctx context.Context, id string, e *cacheEntry, st *State) (*cacheEntry, error) {
-	if e.state == nil {
-		ne, err := w.write(ctx, id, e.rev, st)
-		if err != nil {
-			return nil, err
-		}
-		return ne, w.flush(tctx, ne)
-	}
-	sent := w.c.send(tctx, st.Pending, st.Trace)
 	ne, err := w.write(ctx, id, e.rev, st)
-	if serr := sent(); err == nil {
-		ne.flushed = serr == nil
-		err = serr
+	if err != nil {
+		return nil, err
 	}
-	return ne, err
+	return ne, w.flush(tctx, ne)
 }
 
 // count records the fate of an input that was applied or ignored (hadSaga:

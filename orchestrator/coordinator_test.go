@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -615,5 +616,59 @@ func TestWaitReturnsTheNewestStateWhenItGivesUp(t *testing.T) {
 	}
 	if r.st == nil || r.st.Status != orchestrator.Running || r.st.Steps[0].Status != orchestrator.StepSucceeded || r.st.Steps[1].Status != orchestrator.StepRunning {
 		t.Fatalf("Wait gave up with %+v, want the state with the debit done and the credit running", r.st)
+	}
+}
+
+// TestNoCommandWithoutItsState: a command goes out only once the state of
+// the transition that holds it is stored. Here the coordinator computes the
+// debit's success from its cached state while another writer has moved the
+// saga on (its state now includes every input): the compare-and-set fails,
+// and the credit command of the transition that did not happen must not
+// reach bank-b. (Publishing with the write, a 5,000-saga cluster node-loss
+// run created money: a credit went out for a transition whose write failed.)
+func TestNoCommandWithoutItsState(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runCoordinator(b.js)
+	bankA := b.respond("bank-a", func(events.Command) decision { return decision{drop: true} })
+	bankB := b.respond("bank-b", ok)
+	ctx := context.Background()
+	if _, err := b.client.Start(ctx, transferPlan("moved")); err != nil {
+		t.Fatal(err)
+	}
+	var debit events.Command
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		cmds := bankA.commands()
+		if len(cmds) == 0 {
+			return errors.New("no debit command yet")
+		}
+		debit = cmds[0]
+		return nil
+	})
+	// Another writer moves the saga on: its state includes every input.
+	kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := kv.Get(ctx, "moved")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := decodeStateJSON(entry.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Seq = 1 << 40
+	data, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "moved", data, entry.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	b.publishOutcome("bank-a", debit, events.Succeeded)
+	time.Sleep(2 * time.Second)
+	if cmds := bankB.commands(); len(cmds) != 0 {
+		t.Fatalf("bank-b got %+v for a transition whose state was never stored", cmds)
 	}
 }

@@ -49,13 +49,9 @@
 // sagas stream. Messages of one saga go to one worker of an instance, in
 // order. Per message a worker loads the state (from its cache, or the state
 // bucket with its revision), computes Next, writes the new state with
-// compare-and-set and publishes the transition's commands (kept in
-// State.Pending) at the same time, and acks once both are stored. Inputs are
-// applied in stream order (below), so a transition's output is a function of
-// the stream up to its input: commands published by an instance that loses
-// the compare-and-set are the winner's too (message ids make them one). Only
-// a saga's first transition, which records the instance's default step
-// timeout, publishes after its write. A crash before the publish is repaired
+// compare-and-set, then publishes the transition's commands (kept in
+// State.Pending), and acks once both are stored: a command is only ever
+// published for a transition that is the saga's. A crash before the publish is repaired
 // by whoever loads the state next, which publishes Pending again (message ids
 // make that idempotent). On a conflict with another instance the worker
 // reloads and recomputes. An input
