@@ -566,7 +566,7 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 // The output goes out only once the state that holds it is stored: a
 // command is never published for a transition that is not the saga's. (A
 // version that published both at once, on the ground that a transition's
-// output is a function of the stream up to its input, lost money in a long
+// output is a function of the stream up to its input, created money in a long
 // cluster node-loss run: a transition computed while the cluster changed
 // leaders published its credit command, its write failed, and the saga's
 // transition, computed again, timed the debit out instead.)
