@@ -176,6 +176,36 @@ func (r *responder) commands() []events.Command {
 
 func ok(events.Command) decision { return decision{} }
 
+// failsDo fails the action of saga id's step ("account abnormal") and
+// decides every other command with otherwise.
+func failsDo(id string, otherwise func(events.Command) decision) func(events.Command) decision {
+	return func(c events.Command) decision {
+		if c.SagaID == id && c.Op == events.OpDo {
+			return decision{status: events.Failed, reason: "account abnormal"}
+		}
+		return otherwise(c)
+	}
+}
+
+// storedState reads saga id's state from the bucket, with its revision.
+func (b *bundle) storedState(id string) (*orchestrator.State, uint64, jetstream.KeyValue) {
+	b.t.Helper()
+	ctx := context.Background()
+	kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	entry, err := kv.Get(ctx, id)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	st, err := decodeStateJSON(entry.Value())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return st, entry.Revision(), kv
+}
+
 func (b *bundle) wait(id string, want orchestrator.Status) *orchestrator.State {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -201,12 +231,7 @@ func TestCoordinatorCommitAndCompensate(t *testing.T) {
 	b := setup(t)
 	b.runCoordinator(b.js)
 	b.respond("bank-a", ok)
-	b.respond("bank-b", func(c events.Command) decision {
-		if c.SagaID == "fails" && c.Op == events.OpDo {
-			return decision{status: events.Failed, reason: "account abnormal"}
-		}
-		return decision{}
-	})
+	b.respond("bank-b", failsDo("fails", ok))
 	ctx := context.Background()
 	for _, id := range []string{"works", "fails"} {
 		if _, err := b.client.Start(ctx, transferPlan(id)); err != nil {
@@ -241,15 +266,9 @@ func TestTimersCostNothingUntilTheyFire(t *testing.T) {
 	b := setup(t)
 	_, c := b.runCoordinator(b.js, func(cfg *orchestrator.Config) { cfg.StepTimeout = time.Minute })
 	b.respond("bank-a", ok)
-	b.respond("bank-b", func(c events.Command) decision {
-		switch {
-		case c.SagaID == "silent" && c.Op == events.OpDo:
-			return decision{drop: true}
-		case c.SagaID == "fails" && c.Op == events.OpDo:
-			return decision{status: events.Failed, reason: "account abnormal"}
-		}
-		return decision{}
-	})
+	b.respond("bank-b", failsDo("fails", func(c events.Command) decision {
+		return decision{drop: c.SagaID == "silent" && c.Op == events.OpDo}
+	}))
 	ctx := context.Background()
 	for _, id := range []string{"works", "fails"} {
 		if _, err := b.client.Start(ctx, transferPlan(id)); err != nil {
@@ -646,24 +665,13 @@ func TestNoCommandWithoutItsState(t *testing.T) {
 		return nil
 	})
 	// Another writer moves the saga on: its state includes every input.
-	kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
-	entry, err := kv.Get(ctx, "moved")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := decodeStateJSON(entry.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, rev, kv := b.storedState("moved")
 	st.Seq = 1 << 40
 	data, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Update(ctx, "moved", data, entry.Revision()); err != nil {
+	if _, err := kv.Update(ctx, "moved", data, rev); err != nil {
 		t.Fatal(err)
 	}
 	b.publishOutcome("bank-a", debit, events.Succeeded)

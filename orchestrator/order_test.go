@@ -103,20 +103,12 @@ func TestInputsAppliedInStreamOrder(t *testing.T) {
 	}
 	// The credit's timer falls due and another coordinator (as this one
 	// would) fires it: the tick is stored after the outcome.
-	kv, err := b.js.KeyValue(ctx, events.Default().StateBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
-	entry, err := kv.Get(ctx, "zombie")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := decodeStateJSON(entry.Value())
-	if err != nil || st.TimerMS == 0 {
-		t.Fatalf("state before the tick: timer %d, %v", st.TimerMS, err)
+	st, rev, _ := b.storedState("zombie")
+	if st.TimerMS == 0 {
+		t.Fatal("state before the tick: no timer")
 	}
 	time.Sleep(time.Until(time.UnixMilli(st.TimerMS)))
-	tick, err := events.Default().TickMsg("zombie", st.TimerMS, entry.Revision())
+	tick, err := events.Default().TickMsg("zombie", st.TimerMS, rev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,27 +127,6 @@ func TestInputsAppliedInStreamOrder(t *testing.T) {
 		t.Fatalf("credit is %s (%s), want succeeded", st.Steps[1].Status, st.Steps[1].Reason)
 	}
 	assertLiveEqualsReplay(t, b.js)
-}
-
-// waitForMessage waits until the sagas stream holds a message on subject and
-// returns its sequence.
-func waitForMessage(t *testing.T, js jetstream.JetStream, subject string) uint64 {
-	t.Helper()
-	ctx := context.Background()
-	stream, err := js.Stream(ctx, events.Default().SagasStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var seq uint64
-	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
-		m, err := stream.GetLastMsgForSubject(ctx, subject)
-		if err != nil {
-			return err
-		}
-		seq = m.Sequence
-		return nil
-	})
-	return seq
 }
 
 // assertLiveEqualsReplay rebuilds every state from the sagas stream into a
