@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/groupcommit"
@@ -361,40 +362,18 @@ func listKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
 const compareWorkers = 16
 
 // inParallel runs f for every id, compareWorkers at a time, and returns the
-// first error (the others stop taking ids).
+// first error (no id is started after it).
 func inParallel(ctx context.Context, ids []string, f func(string) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	next := make(chan string)
-	errs := make(chan error, compareWorkers)
-	var wg sync.WaitGroup
-	for range compareWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range next {
-				if err := f(id); err != nil {
-					errs <- err
-					cancel()
-					return
-				}
-			}
-		}()
-	}
-feed:
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(compareWorkers)
 	for _, id := range ids {
-		select {
-		case next <- id:
-		case <-ctx.Done():
-			break feed
+		if gctx.Err() != nil {
+			break
 		}
+		g.Go(func() error { return f(id) })
 	}
-	close(next)
-	wg.Wait()
-	select {
-	case err := <-errs:
+	if err := g.Wait(); err != nil {
 		return err
-	default:
-		return ctx.Err()
 	}
+	return ctx.Err()
 }
