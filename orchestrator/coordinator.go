@@ -536,17 +536,13 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 			continue
 		}
 		tctx, end := w.c.obs.transition(ctx, e.state, next, res.State)
-		ne, err := w.transition(ctx, tctx, in.SagaID, e, res.State)
+		err = w.transition(ctx, tctx, e, next, res)
 		if errors.Is(err, errConflict) {
 			end(err)
 			if conflicts++; conflicts > 50 {
 				return fmt.Errorf("state of saga %s: compare-and-set lost %d times", in.SagaID, conflicts)
 			}
 			continue
-		}
-		if ne != nil {
-			w.c.obs.written(e.state, next, res.State)
-			w.count(*next, e.state != nil, res.Rejected)
 		}
 		end(err)
 		if err != nil {
@@ -558,10 +554,10 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 	}
 }
 
-// transition stores st, the state that follows e, then publishes its
-// output (st.Pending). It returns the new entry once the state is written
-// (even if the output could not be published: the entry is then not
-// flushed), and errConflict if another instance wrote first.
+// transition stores res.State, the state that follows e by in, counts it,
+// then publishes its output (Pending). It returns errConflict if another
+// instance wrote first; if the state is written but its output could not be
+// published, the entry is left unflushed for the next input to flush.
 //
 // The output goes out only once the state that holds it is stored: a
 // command is never published for a transition that is not the saga's. (A
@@ -570,12 +566,14 @@ func (w *worker) apply(ctx context.Context, in Input, since uint64) error {
 // cluster node-loss run: a transition computed while the cluster changed
 // leaders published its credit command, its write failed, and the saga's
 // transition, computed again, timed the debit out instead.)
-func (w *worker) transition(ctx, tctx context.Context, id string, e *cacheEntry, st *State) (*cacheEntry, error) {
-	ne, err := w.write(ctx, id, e.rev, st)
+func (w *worker) transition(ctx, tctx context.Context, e *cacheEntry, in *Input, res Result) error {
+	ne, err := w.write(ctx, in.SagaID, e.rev, res.State)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return ne, w.flush(tctx, ne)
+	w.c.obs.written(e.state, in, res.State)
+	w.count(*in, e.state != nil, res.Rejected)
+	return w.flush(tctx, ne)
 }
 
 // count records the fate of an input that was applied or ignored (hadSaga:

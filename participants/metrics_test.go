@@ -54,36 +54,32 @@ func TestParticipantMetrics(t *testing.T) {
 	run(bad)
 	b.settled(t, p)
 
-	f, err := telemetrytest.ScrapeRegistry(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []struct {
-		name   string
-		labels []string
-		want   float64
-	}{
-		{"jetsaga_participant_barrier_decisions_total", []string{"decision=" + BarrierDuplicate}, 1},
-		{"jetsaga_participant_barrier_decisions_total", []string{"decision=" + BarrierNullCompensation}, 1},
-		{"jetsaga_participant_barrier_decisions_total", []string{"decision=" + BarrierHanging}, 1},
-		{"jetsaga_participant_rejections_total", []string{"reason=" + RejectUnknownAction}, 1},
-		{"jetsaga_participant_rejections_total", []string{"reason=" + RejectBadPayload}, 1},
-		{"jetsaga_participant_outcomes_total", []string{"status=succeeded"}, 2}, // s-ok and its duplicate
-		{"jetsaga_participant_outcomes_total", []string{"status=compensated"}, 1},
-		{"jetsaga_participant_outcomes_total", []string{"status=failed"}, 2}, // hanging, s-fail
-		{"jetsaga_participant_outcomes_total", []string{"status=rejected"}, 2},
-		{"jetsaga_participant_step_duration_seconds", []string{"action=Withdraw", "op=do", "outcome=succeeded"}, 2},
-		{"jetsaga_participant_step_duration_seconds", []string{"action=Withdraw" + CompensationSuffix, "op=undo", "outcome=compensated"}, 1},
-		{"jetsaga_participant_step_duration_seconds", []string{"action=unknown", "op=do", "outcome=rejected"}, 1},
-		{"jetsaga_participant_redeliveries_total", nil, 0},
-	} {
-		got, present := f.Value(w.name, append([]string{"participant=" + testName}, w.labels...)...)
-		if w.want == 0 && !present && w.name == "jetsaga_participant_redeliveries_total" {
-			continue // a counter vector shows no series before its first count
+	// The step's counts follow its ack (settled): scrape until they show.
+	part := "participant=" + testName
+	var f telemetrytest.Families
+	testenv.CheckFor(t, waitTotal, waitStep, func() error {
+		var err error
+		if f, err = telemetrytest.ScrapeRegistry(reg); err != nil {
+			return err
 		}
-		if !present || got != w.want {
-			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, got, present, w.want)
-		}
+		return f.Check([]telemetrytest.Want{
+			{Name: "jetsaga_participant_barrier_decisions_total", Labels: []string{part, "decision=" + BarrierDuplicate}, Value: 1},
+			{Name: "jetsaga_participant_barrier_decisions_total", Labels: []string{part, "decision=" + BarrierNullCompensation}, Value: 1},
+			{Name: "jetsaga_participant_barrier_decisions_total", Labels: []string{part, "decision=" + BarrierHanging}, Value: 1},
+			{Name: "jetsaga_participant_rejections_total", Labels: []string{part, "reason=" + RejectUnknownAction}, Value: 1},
+			{Name: "jetsaga_participant_rejections_total", Labels: []string{part, "reason=" + RejectBadPayload}, Value: 1},
+			{Name: "jetsaga_participant_outcomes_total", Labels: []string{part, "status=succeeded"}, Value: 2}, // s-ok and its duplicate
+			{Name: "jetsaga_participant_outcomes_total", Labels: []string{part, "status=compensated"}, Value: 1},
+			{Name: "jetsaga_participant_outcomes_total", Labels: []string{part, "status=failed"}, Value: 2}, // hanging, s-fail
+			{Name: "jetsaga_participant_outcomes_total", Labels: []string{part, "status=rejected"}, Value: 2},
+			{Name: "jetsaga_participant_step_duration_seconds", Labels: []string{part, "action=Withdraw", "op=do", "outcome=succeeded"}, Value: 2},
+			{Name: "jetsaga_participant_step_duration_seconds", Labels: []string{part, "action=Withdraw" + CompensationSuffix, "op=undo", "outcome=compensated"}, Value: 1},
+			{Name: "jetsaga_participant_step_duration_seconds", Labels: []string{part, "action=unknown", "op=do", "outcome=rejected"}, Value: 1},
+		}...)
+	})
+	// A counter vector shows no series before its first count.
+	if got, _ := f.Value("jetsaga_participant_redeliveries_total", part); got != 0 {
+		t.Errorf("redeliveries %v, want 0", got)
 	}
 	// The consumer's counts, read from JetStream.
 	durable := "consumer=" + p.ConsumerConfig().Durable

@@ -166,48 +166,39 @@ func TestServicesAsProcesses(t *testing.T) {
 
 	// Metrics, scraped over HTTP and read with Prometheus' parser. The
 	// committed transfer: debit and credit; the compensated one: the
-	// debit, which failed, so there is nothing to compensate.
-	f, err := telemetrytest.Scrape("http://" + metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []struct {
-		name   string
-		labels []string
-		want   float64
-	}{
-		{"jetsaga_coordinator_commands_published_total", []string{"participant=bank-a", "op=do"}, 2},
-		{"jetsaga_coordinator_commands_published_total", []string{"participant=bank-b", "op=do"}, 1},
-		{"jetsaga_sagas_started_total", []string{"name=transfer"}, 2},
-		{"jetsaga_sagas_finished_total", []string{"name=transfer", "status=committed"}, 1},
-		{"jetsaga_sagas_finished_total", []string{"name=transfer", "status=compensated"}, 1},
-		{"jetsaga_coordinator_messages_processed_total", nil, 5}, // 2 starts, 3 outcomes
-	} {
-		if got, ok := f.Value(w.name, w.labels...); !ok || got != w.want {
-			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, got, ok, w.want)
+	// debit, which failed, so there is nothing to compensate. Counters
+	// follow the writes, so a client can see a transfer done a moment
+	// before they count it: scrape until they do.
+	var f telemetrytest.Families
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		if f, err = telemetrytest.Scrape("http://" + metrics + "/metrics"); err != nil {
+			return err
 		}
-	}
+		return f.Check([]telemetrytest.Want{
+			{Name: "jetsaga_coordinator_commands_published_total", Labels: []string{"participant=bank-a", "op=do"}, Value: 2},
+			{Name: "jetsaga_coordinator_commands_published_total", Labels: []string{"participant=bank-b", "op=do"}, Value: 1},
+			{Name: "jetsaga_sagas_started_total", Labels: []string{"name=transfer"}, Value: 2},
+			{Name: "jetsaga_sagas_finished_total", Labels: []string{"name=transfer", "status=committed"}, Value: 1},
+			{Name: "jetsaga_sagas_finished_total", Labels: []string{"name=transfer", "status=compensated"}, Value: 1},
+			{Name: "jetsaga_coordinator_messages_processed_total", Value: 5}, // 2 starts, 3 outcomes
+		}...)
+	})
 	// bank-a's: its debit committed in the first transfer and failed in
 	// the second (an amount larger than Carol's balance).
-	fa, err := telemetrytest.Scrape("http://" + metricsA + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []struct {
-		name   string
-		labels []string
-		want   float64
-	}{
-		{"jetsaga_participant_outcomes_total", []string{"participant=bank-a", "status=succeeded"}, 1},
-		{"jetsaga_participant_outcomes_total", []string{"participant=bank-a", "status=failed"}, 1},
-		{"jetsaga_participant_step_duration_seconds", []string{"participant=bank-a", "action=TransOut", "op=do", "outcome=succeeded"}, 1},
-		{"jetsaga_participant_step_duration_seconds", []string{"participant=bank-a", "action=TransOut", "op=do", "outcome=failed"}, 1},
-		{"jetsaga_consumer_ack_pending_messages", []string{"consumer=saga_participant_bank-a"}, 0},
-	} {
-		if got, ok := fa.Value(w.name, w.labels...); !ok || got != w.want {
-			t.Errorf("bank-a: %s%v = %v (present %v), want %v", w.name, w.labels, got, ok, w.want)
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		fa, err := telemetrytest.Scrape("http://" + metricsA + "/metrics")
+		if err != nil {
+			return err
 		}
-	}
+		return fa.Check([]telemetrytest.Want{
+			{Name: "jetsaga_participant_outcomes_total", Labels: []string{"participant=bank-a", "status=succeeded"}, Value: 1},
+			{Name: "jetsaga_participant_outcomes_total", Labels: []string{"participant=bank-a", "status=failed"}, Value: 1},
+			{Name: "jetsaga_participant_step_duration_seconds", Labels: []string{"participant=bank-a", "action=TransOut", "op=do", "outcome=succeeded"}, Value: 1},
+			{Name: "jetsaga_participant_step_duration_seconds", Labels: []string{"participant=bank-a", "action=TransOut", "op=do", "outcome=failed"}, Value: 1},
+			{Name: "jetsaga_consumer_ack_pending_messages", Labels: []string{"consumer=saga_participant_bank-a"}, Value: 0},
+		}...)
+	})
 	if _, ok := f.Value("go_goroutines"); !ok {
 		t.Error("no Go runtime metrics")
 	}

@@ -5,6 +5,7 @@ package telemetrytest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -84,6 +85,24 @@ func (f Families) Value(name string, labels ...string) (v float64, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// Want is a sample's expected value, as Value reads it.
+type Want struct {
+	Name   string
+	Labels []string // "k=v" pairs the sample's labels include
+	Value  float64
+}
+
+// Check says which of wants f does not hold, each with the value found.
+func (f Families) Check(wants ...Want) error {
+	var errs []error
+	for _, w := range wants {
+		if got, ok := f.Value(w.Name, w.Labels...); !ok || got != w.Value {
+			errs = append(errs, fmt.Errorf("%s%v = %v (present %v), want %v", w.Name, w.Labels, got, ok, w.Value))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Sum adds the values of every sample of name whose labels include labels.
