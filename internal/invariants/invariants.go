@@ -8,10 +8,10 @@ import (
 	"maps"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/examples/bank"
@@ -527,44 +527,28 @@ func planMismatch(st *orchestrator.State, t *Transfer) string {
 // readStates reads each transfer's saga state; nil where none exists.
 func readStates(ctx context.Context, c *orchestrator.Client, ts []Transfer, workers int) ([]*orchestrator.State, error) {
 	out := make([]*orchestrator.State, len(ts))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	next := make(chan int)
-	var (
-		wg       sync.WaitGroup
-		once     sync.Once
-		firstErr error
-	)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				st, err := get(ctx, c, ts[i].ID)
-				switch {
-				case errors.Is(err, orchestrator.ErrNotFound):
-				case err != nil:
-					once.Do(func() { firstErr = fmt.Errorf("invariants: read saga %s: %w", ts[i].ID, err); cancel() })
-				default:
-					out[i] = st
-				}
-			}
-		}()
-	}
-feed:
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
 	for i := range ts {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
+		if gctx.Err() != nil {
+			break
 		}
+		g.Go(func() error {
+			st, err := get(gctx, c, ts[i].ID)
+			switch {
+			case errors.Is(err, orchestrator.ErrNotFound):
+			case err != nil:
+				return fmt.Errorf("invariants: read saga %s: %w", ts[i].ID, err)
+			default:
+				out[i] = st
+			}
+			return nil
+		})
 	}
-	close(next)
-	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
+	if err := g.Wait(); err != nil {
+		return out, err
 	}
-	return out, firstErr
+	return out, ctx.Err()
 }
 
 // Reading one state: each try has its own deadline (a request whose reply
