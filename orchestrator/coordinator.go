@@ -17,6 +17,7 @@ import (
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/groupcommit"
+	"github.com/jetsaga/jetsaga/internal/jsretry"
 )
 
 // Config configures a Coordinator. Only JetStream is required.
@@ -218,7 +219,9 @@ func (c *Coordinator) Stats() Stats {
 }
 
 // Run consumes until ctx is done, then stops fetching, finishes the messages
-// it holds and returns nil. It returns an error if it cannot start or if
+// it holds and returns nil. Started while JetStream is not ready (a server
+// still starting, a cluster electing leaders or missing a node), it waits,
+// logging, and tries again. It returns an error if it cannot start or if
 // fetching fails for good (its connection was closed); messages it held and
 // did not finish are redelivered to another instance, or to the next Run.
 func (c *Coordinator) Run(ctx context.Context) error {
@@ -229,27 +232,15 @@ func (c *Coordinator) Run(ctx context.Context) error {
 }
 
 func (c *Coordinator) run(ctx context.Context) error {
-	if !c.cfg.SkipEnsureStreams {
-		if err := c.ensureStreams(ctx); err != nil {
-			return err
-		}
-	}
-	kv, err := c.js.KeyValue(ctx, c.ns.StateBucket())
+	var js *jsHandles
+	err := jsretry.Do(ctx, c.log, "coordinator: JetStream not ready, trying again", func(ctx context.Context) (err error) {
+		js, err = c.open(ctx)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
+		return err
 	}
-	sagas, err := c.js.Stream(ctx, c.ns.SagasStream())
-	if err != nil {
-		return fmt.Errorf("orchestrator: stream %s: %w", c.ns.SagasStream(), err)
-	}
-	bucket, err := bucketStream(ctx, kv)
-	if err != nil {
-		return fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
-	}
-	cmds, err := c.js.Stream(ctx, c.ns.CommandsStream())
-	if err != nil {
-		return fmt.Errorf("orchestrator: stream %s: %w", c.ns.CommandsStream(), err)
-	}
+	kv, sagas, bucket, cmds := js.kv, js.sagas, js.bucket, js.cmds
 	// Every write goes through the publisher of its stream.
 	bm := c.cfg.AtomicBatchMin
 	out := outputs{states: newPublisher(c.js, bucket, bm), commands: newPublisher(c.js, cmds.CachedInfo().Config, bm),
@@ -262,15 +253,19 @@ func (c *Coordinator) run(ctx context.Context) error {
 		c.log.Warn("coordinator: the state bucket does not allow per-key TTLs, so finished sagas' states are kept forever; start a coordinator that ensures the streams (or run orchestrator.EnsureStreams) to update it",
 			"bucket", c.ns.StateBucket())
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.ns.SagasStream(), jetstream.ConsumerConfig{
-		Durable:        c.ns.CoordinatorConsumer(),
-		Description:    "jetsaga coordinators",
-		FilterSubjects: c.ns.CoordinatorFilters(),
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        c.cfg.AckWait,
-		MaxAckPending:  c.cfg.MaxAckPending,
-		MaxDeliver:     -1,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	var cons jetstream.Consumer
+	err = jsretry.Do(ctx, c.log, "coordinator: JetStream not ready, trying again", func(ctx context.Context) (err error) {
+		cons, err = c.js.CreateOrUpdateConsumer(ctx, c.ns.SagasStream(), jetstream.ConsumerConfig{
+			Durable:        c.ns.CoordinatorConsumer(),
+			Description:    "jetsaga coordinators",
+			FilterSubjects: c.ns.CoordinatorFilters(),
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        c.cfg.AckWait,
+			MaxAckPending:  c.cfg.MaxAckPending,
+			MaxDeliver:     -1,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("orchestrator: consumer on %s: %w", c.ns.SagasStream(), err)
@@ -342,29 +337,36 @@ func (c *Coordinator) run(ctx context.Context) error {
 	return fetchErr
 }
 
-// ensureStreams runs EnsureStreams until it succeeds, as long as what
-// fails is a timeout or JetStream not answering (a cluster electing its
-// leaders, a server still starting): a coordinator started beside its
-// servers waits for them instead of exiting. Other errors end Run.
-func (c *Coordinator) ensureStreams(ctx context.Context) error {
-	for delay := 250 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		err := EnsureStreams(ctx, c.js, c.ns, c.cfg.Streams)
-		if err == nil || ctx.Err() != nil || !transient(err) {
-			return err
-		}
-		c.log.Warn("coordinator: streams not ready, trying again", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-	}
+// jsHandles are what the coordinator works on: the state bucket and its
+// stream's configuration, the sagas and commands streams.
+type jsHandles struct {
+	kv          jetstream.KeyValue
+	bucket      jetstream.StreamConfig
+	sagas, cmds jetstream.Stream
 }
 
-// transient reports whether err is JetStream not answering yet.
-func transient(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+// open ensures the streams (unless configured not to) and opens them.
+func (c *Coordinator) open(ctx context.Context) (*jsHandles, error) {
+	if !c.cfg.SkipEnsureStreams {
+		if err := EnsureStreams(ctx, c.js, c.ns, c.cfg.Streams); err != nil {
+			return nil, err
+		}
+	}
+	var h jsHandles
+	var err error
+	if h.kv, err = c.js.KeyValue(ctx, c.ns.StateBucket()); err != nil {
+		return nil, fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
+	}
+	if h.sagas, err = c.js.Stream(ctx, c.ns.SagasStream()); err != nil {
+		return nil, fmt.Errorf("orchestrator: stream %s: %w", c.ns.SagasStream(), err)
+	}
+	if h.bucket, err = bucketStream(ctx, h.kv); err != nil {
+		return nil, fmt.Errorf("orchestrator: state bucket %s: %w", c.ns.StateBucket(), err)
+	}
+	if h.cmds, err = c.js.Stream(ctx, c.ns.CommandsStream()); err != nil {
+		return nil, fmt.Errorf("orchestrator: stream %s: %w", c.ns.CommandsStream(), err)
+	}
+	return &h, nil
 }
 
 // shard maps a message to the worker that owns its saga: the saga id is the

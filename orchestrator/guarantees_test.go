@@ -77,6 +77,60 @@ func TestWaitAcrossNATSRestart(t *testing.T) {
 	}
 }
 
+// TestCoordinatorWaitsForClusterQuorum: a coordinator started while its
+// cluster has no quorum (two nodes of three down) waits, logging, instead of
+// returning an error, and runs sagas once the nodes are back. (The fault
+// suite's cluster-node-loss once failed so: its coordinator exited at start
+// on "no suitable peers for placement, peer offline".)
+func TestCoordinatorWaitsForClusterQuorum(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.Cluster(t, 3)
+	nc, js := testenv.Connect(t, cluster.URLs())
+	b := &bundle{t: t, nc: nc, js: js, client: orchestrator.NewClient(js, events.Default())}
+	t.Cleanup(b.client.Close)
+	down := cluster.Servers[1:]
+	for _, s := range down {
+		s.Shutdown()
+	}
+	logs := newLogRecorder()
+	b.runCoordinator(js, func(c *orchestrator.Config) {
+		c.Logger = slog.New(logs)
+		c.Streams.Replicas = 3
+	})
+	testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		if len(logs.find(slog.LevelWarn, "JetStream not ready")) == 0 {
+			return fmt.Errorf("no warning yet")
+		}
+		return nil
+	})
+	for _, s := range down {
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := cluster.WaitJetStreamReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The coordinator is running once its consumer exists.
+	testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := js.Consumer(ctx, events.Default().SagasStream(), events.Default().CoordinatorConsumer())
+		return err
+	})
+	b.respond("bank-a", ok)
+	b.respond("bank-b", ok)
+	if _, err := b.client.Start(ctx, transferPlan("after-quorum")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.client.Wait(ctx, "after-quorum")
+	if err != nil || st.Status != orchestrator.Committed {
+		t.Fatalf("saga after the cluster came back: %v, %v", st, err)
+	}
+}
+
 // TestFirstStartRuns: two starts with different plans are published for one
 // id while no coordinator runs (by a client that sets other message ids).
 // Get shows the first one's plan, the one the coordinator runs; the second

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/internal/jsretry"
 )
 
 // errNoProgress: a fetch returned nothing although the consumer had
@@ -53,7 +55,7 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, filters []
 // retryableRead reports whether a failed read may succeed from a new
 // consumer: JetStream not answering, or the consumer gone with its server.
 func retryableRead(err error) bool {
-	return transient(err) || errors.Is(err, errNoProgress) ||
+	return jsretry.Transient(err) || errors.Is(err, errNoProgress) ||
 		errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
 		errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrConnectionReconnecting)
 }

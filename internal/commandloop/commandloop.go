@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/jsretry"
 )
 
 // MinAckWait is the shortest accepted AckWait: progress acks go every
@@ -120,12 +121,17 @@ type Loop struct {
 // Run creates or updates the consumer and runs commands, Concurrency at a
 // time, until ctx is done; then it stops fetching, lets the commands in
 // flight finish (cancelling their workCtx after ShutdownTimeout) and
-// returns nil. It returns nil at once if ctx ends before the consumer
-// exists, and an error if the consumer cannot be created, Ready fails (its
+// returns nil. While JetStream is not ready (jsretry.Transient) it tries
+// again to create the consumer. It returns nil at once if ctx ends before
+// the consumer exists, and an error if the consumer cannot be created, Ready fails (its
 // error as is) or consuming stops for another reason (the connection
 // closed).
 func (l *Loop) Run(ctx context.Context) error {
-	cons, err := l.JetStream.CreateOrUpdateConsumer(ctx, l.Stream, l.Consumer)
+	var cons jetstream.Consumer
+	err := jsretry.Do(ctx, l.Logger, l.Package+": JetStream not ready, trying again", func(ctx context.Context) (err error) {
+		cons, err = l.JetStream.CreateOrUpdateConsumer(ctx, l.Stream, l.Consumer)
+		return err
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before it started: nothing to finish

@@ -1,0 +1,71 @@
+// Package jsretry waits out JetStream's not being ready: a server still
+// starting, a cluster electing its leaders or missing a node for a moment.
+// Services starting beside their servers (a deployment, a test cluster)
+// wait for them instead of exiting.
+package jsretry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream API error codes that say the cluster is not ready (nats-server's
+// errors.json): JSClusterNotAvailErr, and JSClusterNoPeersErrF, which is
+// transient only when a peer is offline (with every peer online it means the
+// request cannot be placed, a configuration error).
+const (
+	codeClusterNotAvailable jetstream.ErrorCode = 10008
+	codeNoPeers             jetstream.ErrorCode = 10005
+)
+
+// Transient reports whether err is JetStream not answering yet (a timeout,
+// no responders) or its cluster not ready (temporarily unavailable; no
+// suitable peers because one is offline).
+func Transient(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case codeClusterNotAvailable:
+		return true
+	case codeNoPeers:
+		return strings.Contains(apiErr.Description, "peer offline")
+	}
+	return false
+}
+
+// Delays between tries: doubling from First up to Max.
+const (
+	First = 250 * time.Millisecond
+	Max   = 5 * time.Second
+)
+
+// Do runs f until it succeeds, fails with an error that is not Transient,
+// or ctx ends (then it returns f's last error, or ctx's if f never ran). Each
+// transient failure is logged at WARN with msg and the delay before the
+// next try.
+func Do(ctx context.Context, log *slog.Logger, msg string, f func(context.Context) error) error {
+	for delay := First; ; delay = min(2*delay, Max) {
+		err := f(ctx)
+		if err == nil || ctx.Err() != nil || !Transient(err) {
+			return err
+		}
+		log.Warn(msg, "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+	}
+}
