@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
@@ -199,6 +200,25 @@ func (e *env) standard() {
 	e.wait("comp-1", orchestrator.Compensated)
 	e.wait("late-1", orchestrator.Compensated)
 	e.wait("park-1", orchestrator.Parked)
+	// The console's pages read its index, which follows the bucket's watch:
+	// it can be a moment behind the direct reads above.
+	testenv.CheckFor(e.t, waitTotal, waitStep, func() error {
+		resp, err := http.Get(e.url + "/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		for status, n := range map[orchestrator.Status]int{orchestrator.Committed: 1, orchestrator.Compensated: 2, orchestrator.Parked: 1} {
+			if !strings.Contains(string(body), fmt.Sprintf(`data-status="%s"><span class="n">%d</span>`, status, n)) {
+				return fmt.Errorf("the overview does not count %d %s saga(s) yet", n, status)
+			}
+		}
+		return nil
+	})
 }
 
 // browserless is an HTTP client with a cookie jar that does not follow

@@ -230,6 +230,13 @@ func (c *Client) Wait(ctx context.Context, id string) (*State, error) {
 	// head of its JSON).
 	var running []byte
 	latest := func() *State {
+		select {
+		case value := <-ch: // delivered just as Wait gives up: newer still
+			if value != nil {
+				running = value
+			}
+		default:
+		}
 		if running != nil {
 			if next, err := decodeState(running); err == nil {
 				return next

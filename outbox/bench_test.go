@@ -102,17 +102,6 @@ func runRelay(b *testing.B, r *Relay) (stop func()) {
 	}
 }
 
-// waitPublished polls the relay's stats until it published n rows.
-func waitPublished(b *testing.B, r *Relay, n int) {
-	deadline := time.Now().Add(5 * time.Minute)
-	for r.Stats().Published < uint64(n) {
-		if time.Now().After(deadline) {
-			b.Fatalf("published %d of %d rows: %v", r.Stats().Published, n, r.Stats().LastError)
-		}
-		time.Sleep(benchStatsPoll)
-	}
-}
-
 // BenchmarkRelayDrain measures the relay alone: b.N rows are committed
 // beforehand (not timed), then one relay publishes them to JetStream and
 // deletes them. rows/s is the relay's throughput from the first claim to
@@ -137,7 +126,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 				b.ResetTimer()
 				start := time.Now()
 				stop := runRelay(b, r)
-				waitPublished(b, r, b.N)
+				waitPublished(b, 5*time.Minute, benchStatsPoll, uint64(b.N), r)
 				elapsed := time.Since(start)
 				b.StopTimer()
 				stop()
@@ -194,7 +183,7 @@ func BenchmarkWriteToAck(b *testing.B) {
 					})
 				}
 				wg.Wait()
-				waitPublished(b, r, b.N)
+				waitPublished(b, 5*time.Minute, benchStatsPoll, uint64(b.N), r)
 				elapsed := time.Since(start)
 				b.StopTimer()
 				stop()
@@ -246,7 +235,7 @@ func BenchmarkLatencyAt2000(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			waitPublished(b, r, b.N)
+			waitPublished(b, 5*time.Minute, benchStatsPoll, uint64(b.N), r)
 			elapsed := time.Since(start)
 			b.StopTimer()
 			stop()

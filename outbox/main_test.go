@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -247,6 +248,27 @@ func waitDrained(t *testing.T, pool *pgxpool.Pool, o *Outbox) {
 	testenv.CheckFor(t, waitTotal, waitStep, func() error {
 		if n := pending(t, pool, o); n != 0 {
 			return fmt.Errorf("%d rows still pending", n)
+		}
+		return nil
+	})
+}
+
+// waitPublished waits, polling every step for up to total, until the
+// relays count at least n published rows between them. (A relay counts a
+// batch once its delete has committed, a moment after waitDrained can see
+// the table empty.)
+func waitPublished(t testing.TB, total, step time.Duration, n uint64, rs ...*Relay) {
+	t.Helper()
+	testenv.CheckFor(t, total, step, func() error {
+		var published uint64
+		var lastErr error
+		for _, r := range rs {
+			s := r.Stats()
+			published += s.Published
+			lastErr = cmp.Or(s.LastError, lastErr)
+		}
+		if published < n {
+			return fmt.Errorf("relays count %d published rows of %d (last error: %v)", published, n, lastErr)
 		}
 		return nil
 	})

@@ -439,7 +439,7 @@ func TestLongHandlerKeptAlive(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.l.seed(t, map[string]int64{"alice": 100})
-	const ackWait = 600 * time.Millisecond
+	const ackWait = 2 * time.Second // progress every 667 ms: only a stall of over 1.3 s redelivers
 	p := b.newParticipant(t, nil, func(c *Config) { c.AckWait = ackWait })
 	b.l.setHook(func(ctx context.Context, info StepInfo) error {
 		time.Sleep(3 * ackWait)

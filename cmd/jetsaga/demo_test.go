@@ -154,9 +154,13 @@ func TestDev(t *testing.T) {
 	if m == nil {
 		t.Fatalf("dev output lacks the console's URL:\n%s", info)
 	}
-	if body := httpGet(t, m[1]+"sagas?status=committed", http.StatusOK); !strings.Contains(body, `id="total" data-filter="committed">1 saga`) {
-		t.Fatalf("the console does not list the committed transfer:\n%s", body)
-	}
+	// (Its list reads its index, which follows the bucket's watch.)
+	testenv.CheckFor(t, waitTotal, 50*time.Millisecond, func() error {
+		if body := httpGet(t, m[1]+"sagas?status=committed", http.StatusOK); !strings.Contains(body, `id="total" data-filter="committed">1 saga`) {
+			return fmt.Errorf("the console does not list the committed transfer:\n%s", body)
+		}
+		return nil
+	})
 	cancel()
 	select {
 	case code := <-done:
