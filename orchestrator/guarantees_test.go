@@ -1,12 +1,10 @@
 package orchestrator_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -187,31 +185,13 @@ func mustBuild(t *testing.T, p *orchestrator.Plan) events.Start {
 	return s
 }
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestNoSilentSagas: a step for a participant that has no consumer (a typo)
 // is listed from the start, logged and counted by the coordinator, and
 // times out by the default step timeout; a step with timeout_ms -1 has none.
 func TestNoSilentSagas(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	_, c := b.runCoordinator(b.js, func(c *orchestrator.Config) {
 		c.StepTimeout = 1500 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))

@@ -350,7 +350,7 @@ func TestUnreadableCommandBounded(t *testing.T) {
 	if err := b.js.DeleteStream(ctx, b.ns.SagasStream()); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testenv.SyncBuffer{}
 	p := b.newParticipant(t, nil, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	p.resendDelay = 10 * time.Millisecond
 	start(t, p)
@@ -377,24 +377,6 @@ func TestUnreadableCommandBounded(t *testing.T) {
 	if got := logs.String(); !strings.Contains(got, "unreadable command terminated without an outcome") || !strings.Contains(got, "undecodable command") {
 		t.Fatalf("no log line saying the command was terminated, and why; logs:\n%s", got)
 	}
-}
-
-// lockedBuffer is an io.Writer for loggers shared by goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestRejectedCompensation: a compensation whose action ran but whose

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,29 +46,11 @@ func cli(t *testing.T, env map[string]string, stdin string, args ...string) resu
 }
 
 func cliContext(ctx context.Context, env map[string]string, stdin string, args ...string) result {
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	a := &app{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb,
 		getenv: func(k string) string { return env[k] }}
 	code := a.run(ctx, args)
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of loggers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // wantExit fails the test unless r exited with code.
@@ -216,7 +196,7 @@ func decodeJSON(t *testing.T, r result, v any) {
 type bg struct {
 	t           *testing.T
 	cancel      context.CancelFunc
-	out, errOut syncBuffer
+	out, errOut testenv.SyncBuffer
 	done        chan int
 	code        int
 	stopped     bool

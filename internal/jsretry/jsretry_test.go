@@ -1,13 +1,11 @@
 package jsretry_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,7 +66,7 @@ func TestDoWaitsForTheCluster(t *testing.T) {
 	t.Parallel()
 	c := testenv.Cluster(t, 3)
 	_, js := testenv.Connect(t, c.URLs())
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	err := jsretry.Do(t.Context(), log, "not ready", func(ctx context.Context) error {
@@ -108,22 +106,4 @@ func TestDoWaitsForTheCluster(t *testing.T) {
 		t.Fatalf("created at the first try without a quorum: the test proves nothing")
 	}
 	t.Logf("created after %d tries:\n%s", tries, logs.String())
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

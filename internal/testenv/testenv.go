@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,4 +53,24 @@ func CheckFor(t testing.TB, total, sleep time.Duration, f func() error) {
 		}
 		time.Sleep(sleep)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that loggers and processes on several
+// goroutines may write while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
