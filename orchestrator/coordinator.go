@@ -275,6 +275,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 		return fmt.Errorf("orchestrator: consume %s: %w", c.ns.SagasStream(), err)
 	}
 	inputs := newInputReader(c.js, c.ns, sagas.CachedInfo().Config.Replicas)
+	reader := newStateReader(c.js, kv, bucket.Replicas)
 	var background sync.WaitGroup
 	defer background.Wait()
 	c.check = newConsumerCheck(c.js, c.ns, c.log, &c.stats.unconsumed, &background)
@@ -300,7 +301,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 	perWorker := max(c.cfg.CacheSize/c.cfg.Workers, 16)
 	for i := range queues {
 		queues[i] = make(chan queued, 64)
-		w := &worker{c: c, kv: kv, states: states, inputs: inputs, cache: newStateCache(perWorker), naked: map[string]uint64{}}
+		w := &worker{c: c, reader: reader, states: states, inputs: inputs, cache: newStateCache(perWorker), naked: map[string]uint64{}}
 		wg.Add(1)
 		go func(q <-chan queued) {
 			defer wg.Done()
@@ -384,7 +385,7 @@ func shard(subject string, n int) int {
 // worker handles the messages of the sagas it owns, one at a time.
 type worker struct {
 	c      *Coordinator
-	kv     jetstream.KeyValue
+	reader *stateReader
 	states *stateWriter
 	inputs *inputReader
 	cache  *stateCache
@@ -627,18 +628,18 @@ func (w *worker) load(ctx context.Context, id string) (*cacheEntry, error) {
 	if e := w.cache.get(id); e != nil {
 		return e, nil
 	}
-	kve, err := w.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &cacheEntry{flushed: true}, nil
-	}
+	value, rev, found, err := w.reader.get(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read state of saga %s: %w", id, err)
 	}
-	st, err := decodeState(kve.Value())
+	if !found {
+		return &cacheEntry{flushed: true}, nil
+	}
+	st, err := decodeState(value)
 	if err != nil {
 		return nil, fmt.Errorf("decode state of saga %s: %w", id, err)
 	}
-	e := &cacheEntry{state: st, rev: kve.Revision()}
+	e := &cacheEntry{state: st, rev: rev}
 	w.cache.put(id, e)
 	e.cached = false
 	return e, nil

@@ -148,25 +148,10 @@ func (r *inputReader) next(ctx context.Context, subject string, from, below uint
 // next returns the first message on subject at or after sequence from, or
 // nil if there is none.
 func (r *msgReader) next(ctx context.Context, subject string, from uint64) (*jetstream.RawStreamMsg, error) {
-	req, err := json.Marshal(struct {
+	m, err := r.get(ctx, struct {
 		Seq     uint64 `json:"seq"`
 		NextFor string `json:"next_by_subj"`
 	}{from, subject})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, readTimeout)
-	defer cancel()
-	resp, err := r.nc.RequestWithContext(ctx, r.subject, req)
-	if err != nil {
-		return nil, fmt.Errorf("read %s from %d: %w", subject, from, err)
-	}
-	var m *jetstream.RawStreamMsg
-	if r.direct {
-		m, err = decodeDirectGet(resp)
-	} else {
-		m, err = decodeMsgGet(resp)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s from %d: %w", subject, from, err)
 	}
@@ -174,6 +159,38 @@ func (r *msgReader) next(ctx context.Context, subject string, from uint64) (*jet
 		return nil, fmt.Errorf("read %s from %d: the server answered with message %d on %s", subject, from, m.Sequence, m.Subject)
 	}
 	return m, nil
+}
+
+// last returns the last message on subject, or nil if there is none.
+func (r *msgReader) last(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	m, err := r.get(ctx, struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return nil, fmt.Errorf("read last of %s: %w", subject, err)
+	}
+	if m != nil && m.Subject != subject {
+		return nil, fmt.Errorf("read last of %s: the server answered with message %d on %s", subject, m.Sequence, m.Subject)
+	}
+	return m, nil
+}
+
+// get sends one get request; nil if no message matches.
+func (r *msgReader) get(ctx context.Context, request any) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(request)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	resp, err := r.nc.RequestWithContext(ctx, r.subject, req)
+	if err != nil {
+		return nil, err
+	}
+	if r.direct {
+		return decodeDirectGet(resp)
+	}
+	return decodeMsgGet(resp)
 }
 
 // serverHeader is the value the server set for a header of a direct get's

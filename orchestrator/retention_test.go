@@ -68,16 +68,21 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// (Get reads the state, then the start if there is none: until both
+	// are gone it must say committed.)
 	testenv.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		_, err := kv.Get(ctx, "done")
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		st, err := b.client.Get(ctx, "done")
+		switch {
+		case errors.Is(err, orchestrator.ErrNotFound):
 			return nil
-		}
-		if st, err := b.client.Get(ctx, "done"); err != nil || st.Status != orchestrator.Committed {
+		case err != nil || st.Status != orchestrator.Committed:
 			t.Fatalf("while its state is in the bucket, Get says %+v, %v", st, err)
 		}
-		return fmt.Errorf("finished state still there (%v)", err)
+		return errors.New("finished state still there")
 	})
+	if _, err := kv.Get(ctx, "done"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("Get finds no saga, but the bucket has its state: %v", err)
+	}
 	if _, err := sagas.GetLastMsgForSubject(ctx, events.Default().Start("done")); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("the start message outlived the state: %v", err)
 	}
