@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,16 +18,24 @@ import (
 
 // JetStream API error codes that say the cluster is not ready (nats-server's
 // errors.json): JSClusterNotAvailErr, and JSClusterNoPeersErrF, which is
-// transient only when a peer is offline (with every peer online it means the
-// request cannot be placed, a configuration error).
+// transient only for the reasons that change as nodes come and go.
 const (
 	codeClusterNotAvailable jetstream.ErrorCode = 10008
 	codeNoPeers             jetstream.ErrorCode = 10005
 )
 
+// Reasons nats-server gives (selectPeerError) for "no suitable peers for
+// placement" that pass: a peer it has not heard from or counts offline
+// ("peer offline"), and one it has no information about yet, as after a
+// restart ("miscellaneous issue", also given when a server's limit of
+// replicated assets is reached — which an operator must see in the logs
+// either way). The others (tags, storage, too few nodes for the replicas)
+// are configuration errors.
+var transientPlacement = []string{"peer offline", "miscellaneous issue"}
+
 // Transient reports whether err is JetStream not answering yet (a timeout,
 // no responders) or its cluster not ready (temporarily unavailable; no
-// suitable peers because one is offline).
+// suitable peers because one is offline or not known yet).
 func Transient(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
@@ -40,7 +49,7 @@ func Transient(err error) bool {
 	case codeClusterNotAvailable:
 		return true
 	case codeNoPeers:
-		return strings.Contains(apiErr.Description, "peer offline")
+		return slices.ContainsFunc(transientPlacement, func(r string) bool { return strings.Contains(apiErr.Description, r) })
 	}
 	return false
 }

@@ -47,6 +47,10 @@ func TestTransient(t *testing.T) {
 		{"cluster temporarily unavailable", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
 		{"no peers, one offline", fmt.Errorf("ensure bucket: %w", &jetstream.APIError{Code: 400, ErrorCode: 10005,
 			Description: "no suitable peers for placement, peer offline"}), true},
+		{"no peers, one not known yet", &jetstream.APIError{Code: 400, ErrorCode: 10005,
+			Description: "no suitable peers for placement, miscellaneous issue"}, true},
+		{"no peers, tags", &jetstream.APIError{Code: 400, ErrorCode: 10005,
+			Description: "no suitable peers for placement, tags not matched ['az:x']"}, false},
 	} {
 		if tc.err == nil {
 			t.Errorf("%s: no error", tc.name)
@@ -60,7 +64,7 @@ func TestTransient(t *testing.T) {
 
 // TestDoWaitsForTheCluster: creating a stream while two nodes of three are
 // down (no quorum: no meta leader) fails or does not answer; Do tries again,
-// logging, and succeeds once a node is back. An error no retry can fix
+// logging, and succeeds once the nodes are back. An error no retry can fix
 // returns at once.
 func TestDoWaitsForTheCluster(t *testing.T) {
 	t.Parallel()
@@ -81,12 +85,14 @@ func TestDoWaitsForTheCluster(t *testing.T) {
 	c.Servers[1].Shutdown()
 	c.Servers[2].Shutdown()
 	go func() {
-		// Bring a node back once Do has logged a failed try.
+		// Bring the nodes back once Do has logged a failed try.
 		for !strings.Contains(logs.String(), "not ready") {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if err := c.Servers[2].Start(); err != nil {
-			t.Errorf("restart node: %v", err)
+		for _, s := range c.Servers[1:] {
+			if err := s.Start(); err != nil {
+				t.Errorf("restart node: %v", err)
+			}
 		}
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)

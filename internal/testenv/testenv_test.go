@@ -65,33 +65,45 @@ func publishN(t *testing.T, js jetstream.JetStream, from, n int) {
 	}
 }
 
-// readAll consumes the whole stream from the start and returns the
-// payloads in order.
+// readAll reads every message of s in order. Right after a node loss a
+// request can reach a leader that is gone and get no answer, or no
+// responders: it reads again from the start, as a client would.
 func readAll(t *testing.T, s jetstream.Stream) []string {
 	t.Helper()
-	ctx := ctxFor(t)
+	var got []string
+	testenv.CheckFor(t, wait, poll, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		got, err = tryReadAll(ctx, s)
+		return err
+	})
+	return got
+}
+
+func tryReadAll(ctx context.Context, s jetstream.Stream) ([]string, error) {
 	info, err := s.Info(ctx)
 	if err != nil {
-		t.Fatalf("stream info: %v", err)
+		return nil, fmt.Errorf("stream info: %w", err)
 	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		t.Fatalf("consumer: %v", err)
+		return nil, fmt.Errorf("consumer: %w", err)
 	}
 	var got []string
 	for uint64(len(got)) < info.State.Msgs {
-		batch, err := c.Fetch(int(info.State.Msgs)-len(got), jetstream.FetchMaxWait(wait))
+		batch, err := c.Fetch(int(info.State.Msgs)-len(got), jetstream.FetchContext(ctx))
 		if err != nil {
-			t.Fatalf("fetch: %v", err)
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		for msg := range batch.Messages() {
 			got = append(got, string(msg.Data()))
 		}
 		if err := batch.Error(); err != nil {
-			t.Fatalf("fetch: %v", err)
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
 	}
-	return got
+	return got, nil
 }
 
 func seq(from, n int) []string {
