@@ -232,15 +232,15 @@ func (c *Coordinator) Run(ctx context.Context) error {
 }
 
 func (c *Coordinator) run(ctx context.Context) error {
-	var js *jsHandles
+	var h *jsHandles
 	err := jsretry.Do(ctx, c.log, "coordinator: JetStream not ready, trying again", func(ctx context.Context) (err error) {
-		js, err = c.open(ctx)
+		h, err = c.open(ctx)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	kv, sagas, bucket, cmds := js.kv, js.sagas, js.bucket, js.cmds
+	kv, sagas, bucket, cmds := h.kv, h.sagas, h.bucket, h.cmds
 	// Every write goes through the publisher of its stream.
 	bm := c.cfg.AtomicBatchMin
 	out := outputs{states: newPublisher(c.js, bucket, bm), commands: newPublisher(c.js, cmds.CachedInfo().Config, bm),
