@@ -123,9 +123,9 @@ type Loop struct {
 // flight finish (cancelling their workCtx after ShutdownTimeout) and
 // returns nil. While JetStream is not ready (jsretry.Transient) it tries
 // again to create the consumer. It returns nil at once if ctx ends before
-// the consumer exists, and an error if the consumer cannot be created, Ready fails (its
-// error as is) or consuming stops for another reason (the connection
-// closed).
+// the consumer exists, and an error if the consumer cannot be created,
+// Ready fails (its error as is) or consuming stops for another reason (the
+// connection closed).
 func (l *Loop) Run(ctx context.Context) error {
 	var cons jetstream.Consumer
 	err := jsretry.Do(ctx, l.Logger, l.Package+": JetStream not ready, trying again", func(ctx context.Context) (err error) {
