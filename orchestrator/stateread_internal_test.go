@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -54,6 +55,70 @@ func TestStateReaderAsksTheLeader(t *testing.T) {
 			if value, rev, found, err := r.get(ctx, k); err != nil || found {
 				t.Errorf("replicas %d, key %s: %q rev %d found %t err %v; want none", replicas, k, value, rev, found, err)
 			}
+		}
+	}
+}
+
+// TestStateReadsSkipStaleFollowers: a follower cut off from its cluster
+// keeps answering KV gets (direct gets) with what it had, while the key has
+// a newer value; the coordinator's state read through the same server never
+// returns that older value — it asks the leader, which the follower cannot
+// reach, and fails (the input is then retried). A coordinator reading with
+// KV gets, as it did before, would compute on the older state.
+func TestStateReadsSkipStaleFollowers(t *testing.T) {
+	t.Parallel()
+	c := testenv.NewPartitionCluster(t, 3)
+	_, js := testenv.Connect(t, c.URLs())
+	ctx := t.Context()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "states", Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "saga", []byte("older")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := c.Index(info.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader)
+	follower, other := (leader+1)%3, (leader+2)%3
+	// A client of the follower alone (its bucket handle opened while the
+	// follower can still reach the leader).
+	_, fjs := testenv.Connect(t, c.Servers[follower].ClientURL())
+	fkv, err := fjs.KeyValue(ctx, "states")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Isolate(follower)
+	_, ojs := testenv.Connect(t, c.Servers[other].ClientURL())
+	okv, err := ojs.KeyValue(ctx, "states")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		_, err := okv.Put(ctx, "saga", []byte("newer"))
+		return err
+	})
+
+	// The premise: the cut-off follower answers KV gets, with the older
+	// value (it starts answering direct gets a moment after the stream is
+	// created).
+	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		e, err := fkv.Get(ctx, "saga")
+		if err != nil {
+			return err
+		}
+		if string(e.Value()) != "older" {
+			t.Fatalf("the cut-off follower answered %q: the test cannot show a stale read", e.Value())
+		}
+		return nil
+	})
+	r := newStateReader(fjs, fkv, 3)
+	for range 3 {
+		value, _, found, err := r.get(ctx, "saga")
+		if err == nil || found {
+			t.Fatalf("state read through the cut-off follower: %q (found %t), %v; want an error, never the older state", value, found, err)
 		}
 	}
 }
