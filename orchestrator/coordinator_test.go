@@ -103,9 +103,10 @@ type decision struct {
 // message ids. Tests of the coordinator alone use it; the bank participants
 // are used in the end-to-end tests.
 type responder struct {
-	mu   sync.Mutex
-	seen []events.Command
-	late sync.WaitGroup // answers given later
+	mu      sync.Mutex
+	seen    []events.Command
+	late    sync.WaitGroup // answers given later
+	stopped bool           // no more late answers: the test's cleanup waits for them
 }
 
 func (b *bundle) respond(participant string, decide func(events.Command) decision) *responder {
@@ -147,6 +148,11 @@ func (b *bundle) respond(participant string, decide func(events.Command) decisio
 		msg.Data = data
 		msg.Header.Set(events.HeaderMsgID, events.OutcomeMsgID(&o, 0))
 		if d.delay > 0 {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.stopped {
+				return // the consumer is stopping: the command is redelivered elsewhere or never
+			}
 			_ = m.Ack()
 			r.late.Add(1)
 			time.AfterFunc(d.delay, func() {
@@ -164,7 +170,15 @@ func (b *bundle) respond(participant string, decide func(events.Command) decisio
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	b.t.Cleanup(func() { cc.Stop(); r.late.Wait() })
+	b.t.Cleanup(func() {
+		// A handler may still run after Stop: none may add a late answer
+		// once Wait has begun.
+		r.mu.Lock()
+		r.stopped = true
+		r.mu.Unlock()
+		cc.Stop()
+		r.late.Wait()
+	})
 	return r
 }
 
