@@ -211,7 +211,8 @@ func TestMetricsCardinality(t *testing.T) {
 	// series waits until the metrics count every saga run so far (the
 	// counters follow the stored state: a client can see a saga finished a
 	// moment before its coordinator counts it), then lists the series.
-	series := func(committed, compensated, parked float64) []string {
+	// applied, the inputs applied, is the last count of a transition.
+	series := func(committed, compensated, parked, applied float64) []string {
 		t.Helper()
 		var f telemetrytest.Families
 		testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
@@ -229,11 +230,18 @@ func TestMetricsCardinality(t *testing.T) {
 					return fmt.Errorf("jetsaga_sagas_finished_total{status=%s} = %v, want %v", st, v, want)
 				}
 			}
+			if v := f.Sum("jetsaga_coordinator_messages_applied_total"); v != applied {
+				return fmt.Errorf("jetsaga_coordinator_messages_applied_total = %v, want %v", v, applied)
+			}
 			return nil
 		})
 		return f.Series("jetsaga_")
 	}
-	before := series(1, 1, 1)
+	// Inputs applied: a start each, and the outcomes: 2 for a committed
+	// transfer, 3 for a compensated or parked one (debit, credit failed,
+	// compensation).
+	applied := func(ok, comp, park float64) float64 { return ok*3 + comp*4 + park*4 }
+	before := series(1, 1, 1, applied(1, 1, 1))
 
 	const n = 1000
 	ids := make([]string, 0, n)
@@ -248,7 +256,7 @@ func TestMetricsCardinality(t *testing.T) {
 		ids = append(ids, fmt.Sprintf("%s-%04d", prefix, i))
 	}
 	b.runSagas(ids)
-	after := series(1+n*7/10, 1+n*2/10, 1+n/10)
+	after := series(1+n*7/10, 1+n*2/10, 1+n/10, applied(1+n*7/10, 1+n*2/10, 1+n/10))
 	if !slices.Equal(before, after) {
 		t.Fatalf("series changed after %d sagas: %d before, %d after\nonly before: %v\nonly after: %v",
 			n, len(before), len(after), diff(before, after), diff(after, before))
