@@ -30,13 +30,22 @@ func Main(m *testing.M) {
 		}
 	}
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(ignoreNATSAsyncResetter); err != nil {
 			fmt.Fprintf(os.Stderr, "testenv: goroutines leaked by a passing run: %v\n", err)
 			code = 1
 		}
 	}
 	os.Exit(code)
 }
+
+// ignoreNATSAsyncResetter: nats.go starts this goroutine with a JetStream
+// context's first asynchronous publish, registering for its connection's
+// CLOSED event after subscribing to the replies; a connection closed in
+// between (tests close connections under a running coordinator) has sent
+// that event already, and the goroutine waits forever. The race is in
+// nats.go v1.55.0 (jetstream/publish.go, newAsyncReply); a connection left
+// open would still show as leaked by its own goroutines.
+var ignoreNATSAsyncResetter = goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect")
 
 // CheckFor calls f every sleep until it returns nil, failing the test with
 // f's last error if that does not happen within total.
