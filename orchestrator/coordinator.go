@@ -240,7 +240,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kv, sagas, bucket, cmds := h.kv, h.sagas, h.bucket, h.cmds
+	kv, sagas, bucket, cmds, cons := h.kv, h.sagas, h.bucket, h.cmds, h.cons
 	// Every write goes through the publisher of its stream.
 	bm := c.cfg.AtomicBatchMin
 	out := outputs{states: newPublisher(c.js, bucket, bm), commands: newPublisher(c.js, cmds.CachedInfo().Config, bm),
@@ -252,23 +252,6 @@ func (c *Coordinator) run(ctx context.Context) error {
 	if !bucket.AllowMsgTTL {
 		c.log.Warn("coordinator: the state bucket does not allow per-key TTLs, so finished sagas' states are kept forever; start a coordinator that ensures the streams (or run orchestrator.EnsureStreams) to update it",
 			"bucket", c.ns.StateBucket())
-	}
-	var cons jetstream.Consumer
-	err = jsretry.Do(ctx, c.log, "coordinator: JetStream not ready, trying again", func(ctx context.Context) (err error) {
-		cons, err = c.js.CreateOrUpdateConsumer(ctx, c.ns.SagasStream(), jetstream.ConsumerConfig{
-			Durable:        c.ns.CoordinatorConsumer(),
-			Description:    "jetsaga coordinators",
-			FilterSubjects: c.ns.CoordinatorFilters(),
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        c.cfg.AckWait,
-			MaxAckPending:  c.cfg.MaxAckPending,
-			MaxDeliver:     -1,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-		})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("orchestrator: consumer on %s: %w", c.ns.SagasStream(), err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(min(c.cfg.MaxAckPending, 4*c.cfg.Workers+64)))
 	if err != nil {
@@ -339,14 +322,16 @@ func (c *Coordinator) run(ctx context.Context) error {
 }
 
 // jsHandles are what the coordinator works on: the state bucket and its
-// stream's configuration, the sagas and commands streams.
+// stream's configuration, the sagas and commands streams, its consumer.
 type jsHandles struct {
 	kv          jetstream.KeyValue
 	bucket      jetstream.StreamConfig
 	sagas, cmds jetstream.Stream
+	cons        jetstream.Consumer // the coordinators' durable consumer
 }
 
-// open ensures the streams (unless configured not to) and opens them.
+// open ensures the streams (unless configured not to), opens them and
+// creates or updates the coordinators' consumer.
 func (c *Coordinator) open(ctx context.Context) (*jsHandles, error) {
 	if !c.cfg.SkipEnsureStreams {
 		if err := EnsureStreams(ctx, c.js, c.ns, c.cfg.Streams); err != nil {
@@ -366,6 +351,19 @@ func (c *Coordinator) open(ctx context.Context) (*jsHandles, error) {
 	}
 	if h.cmds, err = c.js.Stream(ctx, c.ns.CommandsStream()); err != nil {
 		return nil, fmt.Errorf("orchestrator: stream %s: %w", c.ns.CommandsStream(), err)
+	}
+	h.cons, err = c.js.CreateOrUpdateConsumer(ctx, c.ns.SagasStream(), jetstream.ConsumerConfig{
+		Durable:        c.ns.CoordinatorConsumer(),
+		Description:    "jetsaga coordinators",
+		FilterSubjects: c.ns.CoordinatorFilters(),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.cfg.AckWait,
+		MaxAckPending:  c.cfg.MaxAckPending,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("orchestrator: consumer on %s: %w", c.ns.SagasStream(), err)
 	}
 	return &h, nil
 }
