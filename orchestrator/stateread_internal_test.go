@@ -19,7 +19,7 @@ func TestStateReaderAsksTheLeader(t *testing.T) {
 	t.Parallel()
 	c := testenv.Cluster(t, 3)
 	_, js := testenv.Connect(t, c.URLs())
-	ctx := t.Context()
+	ctx := testenv.ClusterContext(t)
 	for _, replicas := range []int{1, 3} {
 		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: fmt.Sprintf("r%d", replicas), Replicas: replicas})
 		if err != nil {
@@ -69,7 +69,7 @@ func TestStateReadsSkipStaleFollowers(t *testing.T) {
 	t.Parallel()
 	c := testenv.NewPartitionCluster(t, 3)
 	_, js := testenv.Connect(t, c.URLs())
-	ctx := t.Context()
+	ctx := testenv.ClusterContext(t)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "states", Replicas: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestStateReadsSkipStaleFollowers(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
-		_, err := okv.Put(ctx, "saga", []byte("newer"))
+		_, err := okv.Put(t.Context(), "saga", []byte("newer")) // each try 5 s at most
 		return err
 	})
 
@@ -105,7 +105,7 @@ func TestStateReadsSkipStaleFollowers(t *testing.T) {
 	// value (it starts answering direct gets a moment after the stream is
 	// created).
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		e, err := fkv.Get(ctx, "saga")
+		e, err := fkv.Get(t.Context(), "saga")
 		if err != nil {
 			return err
 		}

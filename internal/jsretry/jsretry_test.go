@@ -27,7 +27,7 @@ func TestTransient(t *testing.T) {
 	_, js1 := testenv.Connect(t, single.URL())
 	c := testenv.Cluster(t, 3)
 	_, js3 := testenv.Connect(t, c.URLs())
-	ctx := t.Context()
+	ctx := testenv.ClusterContext(t) // a slow answer must not turn into a transient timeout
 
 	_, r3OnOne := js1.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3})
 	_, r5OnThree := js3.CreateStream(ctx, jetstream.StreamConfig{Name: "R5", Subjects: []string{"r5.>"}, Replicas: 5})
@@ -73,7 +73,7 @@ func TestDoWaitsForTheCluster(t *testing.T) {
 	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
-	err := jsretry.Do(t.Context(), log, "not ready", func(ctx context.Context) error {
+	err := jsretry.Do(testenv.ClusterContext(t), log, "not ready", func(ctx context.Context) error {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R5", Subjects: []string{"r5.>"}, Replicas: 5})
 		return err
 	})

@@ -16,6 +16,7 @@
 //	srv := testenv.NATS(t)                 // JetStream on t.TempDir(), random port
 //	nc, js := testenv.Connect(t, srv.URL()) // reconnects across srv.Restart()
 //	c := testenv.Cluster(t, 3)             // meta leader elected; testenv.Connect(t, c.URLs())
+//	ctx := testenv.ClusterContext(t)       // its requests wait a minute, not 5 s
 //
 // # PostgreSQL
 //

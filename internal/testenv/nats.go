@@ -99,3 +99,19 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	}
 	return nc, js
 }
+
+// clusterRequestTimeout bounds one JetStream request of a test's setup on
+// a cluster.
+const clusterRequestTimeout = time.Minute
+
+// ClusterContext returns a context for a test's own JetStream requests to
+// a cluster (creating a replicated bucket, a put, a stream lookup): they
+// wait up to a minute for an answer instead of nats.go's 5 s default. On a
+// loaded machine (a full -race run on two cores) placing a stream and
+// electing its leader can take longer than 5 s, and a test that does not
+// expect a timeout should not fail on one.
+func ClusterContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), clusterRequestTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
