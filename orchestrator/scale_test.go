@@ -235,12 +235,24 @@ func TestCoordinatorKilledRepeatedly(t *testing.T) {
 		defer wg.Done()
 		for {
 			nc, js := testenv.Connect(t, srv.URL())
-			stop, _ := b.startCoordinator(js, counted)
-			select {
-			case <-done:
-				return
-			case <-time.After(150 * time.Millisecond):
+			stop, c := b.startCoordinator(js, counted)
+			// Each incarnation lives 150 ms and until it has handled a few
+			// inputs: on a loaded machine its start can take most of
+			// 150 ms, and killing it before it does anything made the
+			// sagas outlast the test's 5 minutes (-race, 4 busy loops).
+			alive := time.After(150 * time.Millisecond)
+			poll := time.NewTicker(10 * time.Millisecond)
+			for lived := false; !lived || c.Stats().Processed < 20; {
+				select {
+				case <-done:
+					poll.Stop()
+					return
+				case <-alive:
+					lived = true
+				case <-poll.C:
+				}
 			}
+			poll.Stop()
 			nc.Close() // the crash: in-flight work is cut off mid-way
 			_ = stop() // it reports the closed connection
 			kills++
