@@ -23,6 +23,13 @@ func TestFinishedStateExpiresWithTheStreams(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	streams := events.StreamOptions{MaxAge: 3 * time.Second, Duplicates: time.Second}
+	// Updated here, not by the coordinator while the responders below
+	// create their consumers: nats-server 2.15.2 races updating a stream's
+	// file store against creating a consumer on it (the race detector
+	// stopped this test once so).
+	if err := orchestrator.EnsureStreams(ctx, b.js, events.Default(), streams); err != nil {
+		t.Fatal(err)
+	}
 	b.runCoordinator(b.js, func(c *orchestrator.Config) { c.Streams = streams })
 	b.respond("bank-a", ok)
 	b.respond("bank-b", func(c events.Command) decision { return decision{drop: c.SagaID == "running"} })
