@@ -37,7 +37,9 @@ type Client struct {
 
 	mu       sync.Mutex
 	kv       jetstream.KeyValue
+	states   *stateReader // kv's states, from its leader when replicated
 	sagas    jetstream.Stream
+	starts   *msgReader // the sagas stream, from its leader when replicated
 	watcher  jetstream.KeyWatcher
 	watching bool // the watch goroutine runs
 	waiters  map[string]map[chan []byte]struct{}
@@ -88,7 +90,7 @@ func (c *Client) sagasStream(ctx context.Context) (jetstream.Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sagas stream %s: %w", c.ns.SagasStream(), err)
 	}
-	c.sagas = s
+	c.sagas, c.starts = s, newMsgReader(c.js, c.ns.SagasStream(), s.CachedInfo().Config.Replicas)
 	return s, nil
 }
 
@@ -99,11 +101,29 @@ func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		return c.kv, nil
 	}
 	kv, err := c.js.KeyValue(ctx, c.ns.StateBucket())
+	if err == nil {
+		var cfg jetstream.StreamConfig
+		if cfg, err = bucketStream(ctx, kv); err == nil {
+			c.kv, c.states = kv, newStateReader(c.js, kv, cfg.Replicas)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state bucket %s: %w", c.ns.StateBucket(), err)
 	}
-	c.kv = kv
 	return kv, nil
+}
+
+// stateReader returns the reader of the state bucket. Like the
+// coordinator, the client reads a replicated bucket's states from its
+// leader: any replica answers a KV get, and a follower that lags or is cut
+// off answers with an older state (see stateReader).
+func (c *Client) stateReader(ctx context.Context) (*stateReader, error) {
+	if _, err := c.bucket(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.states, nil
 }
 
 // Start validates the plan and publishes its start message; it returns the
@@ -161,7 +181,7 @@ func (c *Client) start(ctx context.Context, start events.Start, trace Trace, fre
 // sameAsStored compares a start message with the one stored for its saga:
 // nil if equal, ErrPlanConflict if not, ErrNotFound if there is none.
 func (c *Client) sameAsStored(ctx context.Context, id string, data []byte) error {
-	raw, err := firstStart(ctx, c.js, c.ns, id)
+	raw, err := c.firstStart(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -183,16 +203,19 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 	if err := events.ValidToken(id); err != nil {
 		return nil, fmt.Errorf("saga id %q %v", id, err)
 	}
-	kv, err := c.bucket(ctx)
+	r, err := c.stateReader(ctx)
 	if err != nil {
 		return nil, err
 	}
-	e, err := kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	value, _, found, err := r.get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("read state of saga %s: %w", id, err)
+	}
+	if !found {
 		// A saga whose start no coordinator has applied yet (none is
 		// running, say) has no state in the bucket: its state is what its
 		// first start makes of it, which is what a coordinator will write.
-		raw, err := firstStart(ctx, c.js, c.ns, id)
+		raw, err := c.firstStart(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -202,10 +225,7 @@ func (c *Client) Get(ctx context.Context, id string) (*State, error) {
 		}
 		return Next(nil, in).State, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	return decodeState(e.Value())
+	return decodeState(value)
 }
 
 // Wait returns the saga's state once it is terminal or parked (a parked saga
@@ -523,7 +543,7 @@ func (c *Client) Timeline(ctx context.Context, id string) ([]TimelineEntry, erro
 		return nil, fmt.Errorf("saga id %q %v", id, err)
 	}
 	var participants []string
-	if raw, err := firstStart(ctx, c.js, c.ns, id); err == nil {
+	if raw, err := c.firstStart(ctx, id); err == nil {
 		if start, err := events.DecodeStart(raw.Data); err == nil {
 			participants = (&State{Plan: &start}).participants()
 		}
@@ -621,10 +641,17 @@ func summarize(kind events.Kind, data []byte) string {
 }
 
 // firstStart reads the first start message published for saga id: the one
-// the coordinator runs (a later one, with another plan, is rejected). It
-// returns ErrNotFound when there is none.
-func firstStart(ctx context.Context, js jetstream.JetStream, ns events.Namespace, id string) (*jetstream.RawStreamMsg, error) {
-	raw, err := newMsgReader(js, ns.SagasStream(), 1).next(ctx, ns.Start(id), 1)
+// the coordinator runs (a later one, with another plan, is rejected), from
+// the stream's leader when it is replicated (a follower may not have it
+// yet). It returns ErrNotFound when there is none.
+func (c *Client) firstStart(ctx context.Context, id string) (*jetstream.RawStreamMsg, error) {
+	if _, err := c.sagasStream(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	r := c.starts
+	c.mu.Unlock()
+	raw, err := r.next(ctx, c.ns.Start(id), 1)
 	if err != nil {
 		return nil, fmt.Errorf("read start of saga %s: %w", id, err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/testenv"
 )
 
@@ -120,5 +121,77 @@ func TestStateReadsSkipStaleFollowers(t *testing.T) {
 		if err == nil || found {
 			t.Fatalf("state read through the cut-off follower: %q (found %t), %v; want an error, never the older state", value, found, err)
 		}
+	}
+}
+
+// TestClientReadsSkipStaleFollowers: Client.Get — behind `jetsaga status`,
+// the console's saga page, the HTTP API and the parked check of an
+// operator's action — reads a replicated bucket through its leader, as the
+// coordinator does: a client of a follower cut off from its cluster gets an
+// error, never the state the follower still holds (a KV get there returns
+// it).
+func TestClientReadsSkipStaleFollowers(t *testing.T) {
+	t.Parallel()
+	c := testenv.NewPartitionCluster(t, 3)
+	_, js := testenv.Connect(t, c.URLs())
+	ctx := testenv.ClusterContext(t)
+	ns := events.Default()
+	if err := EnsureStreams(ctx, js, ns, events.StreamOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, ns.StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(kv jetstream.KeyValue, status Status) error {
+		data, err := encodeState(&State{SagaID: "s", Status: status})
+		if err == nil {
+			_, err = kv.Put(t.Context(), "s", data)
+		}
+		return err
+	}
+	if err := put(kv, Running); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := bucketStream(ctx, kv)
+	if err != nil || cfg.Replicas != 3 {
+		t.Fatalf("bucket replicas %d, %v; want 3", cfg.Replicas, err)
+	}
+	info, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := c.Index(info.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader)
+	follower, other := (leader+1)%3, (leader+2)%3
+	_, fjs := testenv.Connect(t, c.Servers[follower].ClientURL())
+	client := NewClient(fjs, ns)
+	t.Cleanup(client.Close)
+	if st, err := client.Get(ctx, "s"); err != nil || st.Status != Running {
+		t.Fatalf("before the cut: %+v, %v; want running", st, err)
+	}
+	fkv, err := fjs.KeyValue(ctx, ns.StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c.Isolate(follower)
+	_, ojs := testenv.Connect(t, c.Servers[other].ClientURL())
+	okv, err := ojs.KeyValue(ctx, ns.StateBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error { return put(okv, Committed) })
+	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		e, err := fkv.Get(t.Context(), "s")
+		if err != nil {
+			return err
+		}
+		if st, _ := decodeState(e.Value()); st == nil || st.Status != Running {
+			t.Fatalf("the cut-off follower answered %q: the test cannot show a stale read", e.Value())
+		}
+		return nil
+	})
+	if st, err := client.Get(t.Context(), "s"); err == nil && st.Status != Committed {
+		t.Fatalf("Get through the cut-off follower: %s; want an error or committed, never the older state", st.Status)
 	}
 }
