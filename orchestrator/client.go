@@ -102,9 +102,9 @@ func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 	kv, err := c.js.KeyValue(ctx, c.ns.StateBucket())
 	if err == nil {
-		var cfg jetstream.StreamConfig
-		if cfg, err = bucketStream(ctx, kv); err == nil {
-			c.kv, c.states = kv, newStateReader(c.js, kv, cfg.Replicas)
+		var r *stateReader
+		if r, err = newBucketReader(ctx, c.js, kv); err == nil {
+			c.kv, c.states = kv, r
 		}
 	}
 	if err != nil {

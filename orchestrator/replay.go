@@ -178,6 +178,7 @@ type stateSink struct {
 	kv     jetstream.KeyValue
 	pub    *groupcommit.Publisher
 	w      *stateWriter
+	reader *stateReader
 	window []pendingWrite
 }
 
@@ -202,7 +203,8 @@ func newStateSink(ctx context.Context, js jetstream.JetStream, ns events.Namespa
 		return nil, err
 	}
 	pub := newPublisher(js, cfg, replayBatchMin)
-	return &stateSink{kv: kv, pub: pub, w: newStateWriter(kv, pub, sagas.CachedInfo().Config.MaxAge, true)}, nil
+	return &stateSink{kv: kv, pub: pub, w: newStateWriter(kv, pub, sagas.CachedInfo().Config.MaxAge, true),
+		reader: newStateReader(js, kv, cfg.Replicas)}, nil
 }
 
 func (s *stateSink) close() { s.pub.Close() }
@@ -240,11 +242,16 @@ func (s *stateSink) readBack(ctx context.Context, id string) (*State, error) {
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	e, err := s.kv.Get(ctx, id)
+	// From the leader, when replicated: a follower may not have the write
+	// yet (a KV get on a 3-node cluster answered "key not found" so).
+	value, _, found, err := s.reader.get(ctx, id)
+	if err == nil && !found {
+		err = jetstream.ErrKeyNotFound
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read saga %s back from %s: %w", id, s.kv.Bucket(), err)
 	}
-	return decodeState(e.Value())
+	return decodeState(value)
 }
 
 // compareLive compares the states rebuilt into rebuiltKV (the sagas in
@@ -259,6 +266,15 @@ func compareLive(ctx context.Context, js jetstream.JetStream, ns events.Namespac
 	// The keys first, read as fast as they come: a listing read slowly
 	// buffers every entry in the client.
 	keys, err := listKeys(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	// Both buckets are read from their leaders when replicated.
+	liveReader, err := newBucketReader(ctx, js, kv)
+	if err != nil {
+		return nil, err
+	}
+	rebuiltReader, err := newBucketReader(ctx, js, rebuiltKV)
 	if err != nil {
 		return nil, err
 	}
@@ -277,28 +293,31 @@ func compareLive(ctx context.Context, js jetstream.JetStream, ns events.Namespac
 			record(&c.MissingReplay, id)
 			return nil
 		}
-		e, err := rebuiltKV.Get(ctx, id)
+		value, _, found, err := rebuiltReader.get(ctx, id)
+		if err == nil && !found {
+			err = jetstream.ErrKeyNotFound
+		}
 		if err != nil {
 			return fmt.Errorf("read %s from %s: %w", id, rebuiltKV.Bucket(), err)
 		}
-		if !bytes.Equal(e.Value(), live) {
+		if !bytes.Equal(value, live) {
 			record(&c.Changed, id)
 		}
 		return nil
 	}
 	live := 0
 	err = inParallel(ctx, keys, func(key string) error {
-		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
+		value, _, found, err := liveReader.get(ctx, key)
 		if err != nil {
 			return fmt.Errorf("read %s from %s: %w", key, ns.StateBucket(), err)
+		}
+		if !found {
+			return nil
 		}
 		mu.Lock()
 		live++
 		mu.Unlock()
-		return compare(key, e.Value())
+		return compare(key, value)
 	})
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,6 +36,16 @@ func newStateReader(js jetstream.JetStream, kv jetstream.KeyValue, replicas int)
 		r.leader = newMsgReader(js, events.BucketStream(kv.Bucket()), replicas)
 	}
 	return r
+}
+
+// newBucketReader returns the state reader of bucket kv, replicated as its
+// stream is.
+func newBucketReader(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (*stateReader, error) {
+	cfg, err := bucketStream(ctx, kv)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", kv.Bucket(), err)
+	}
+	return newStateReader(js, kv, cfg.Replicas), nil
 }
 
 // KV operation header of a deleted or purged key's marker.
