@@ -253,7 +253,7 @@ func (c *Coordinator) run(ctx context.Context) error {
 		c.log.Warn("coordinator: the state bucket does not allow per-key TTLs, so finished sagas' states are kept forever; start a coordinator that ensures the streams (or run orchestrator.EnsureStreams) to update it",
 			"bucket", c.ns.StateBucket())
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(c.cfg.MaxAckPending, 4*c.cfg.Workers+64)))
+	it, err := cons.Messages(jsretry.PullOptions(min(c.cfg.MaxAckPending, 4*c.cfg.Workers+64))...)
 	if err != nil {
 		return fmt.Errorf("orchestrator: consume %s: %w", c.ns.SagasStream(), err)
 	}
@@ -299,14 +299,23 @@ func (c *Coordinator) run(ctx context.Context) error {
 		fetchErr   error
 		deliveries chain
 	)
+	var lastErr error // the iterator's last error before it closed
 	for {
 		msg, err := it.Next()
-		if err != nil {
-			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				fetchErr = fmt.Errorf("orchestrator: fetching stopped: %w", err)
-				it.Stop()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if ctx.Err() == nil {
+				fetchErr = fmt.Errorf("orchestrator: fetching stopped: %w", errors.Join(lastErr, err))
 			}
 			break
+		}
+		if err != nil {
+			// Missed heartbeats (the server this instance is connected to
+			// was cut off from the consumer's leader, say): the iterator
+			// pulls again at the next call. An error it cannot go on from
+			// (the consumer deleted) closes it, and the next call says so.
+			c.log.Warn("coordinator: fetching inputs; pulling again", "err", err)
+			lastErr = err
+			continue
 		}
 		q := queued{msg: msg, at: time.Now()}
 		if meta, err := msg.Metadata(); err == nil {

@@ -146,8 +146,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	// The client buffers up to MaxAckPending messages: the server delivers
 	// no more than that unacked anyway, and a larger pull keeps a slow
 	// fetch round trip out of the way of every command.
-	iter, err := cons.Messages(jetstream.PullMaxMessages(l.Settings.MaxAckPending),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	iter, err := cons.Messages(append(jsretry.PullOptions(l.Settings.MaxAckPending),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false))...)
 	if err != nil {
 		return fmt.Errorf("%s: consume %s: %w", l.Package, l.Consumer.Durable, err)
 	}

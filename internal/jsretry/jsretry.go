@@ -78,3 +78,23 @@ func Do(ctx context.Context, log *slog.Logger, msg string, f func(context.Contex
 		}
 	}
 }
+
+// Pull settings for the long-running pull consumers (the coordinators',
+// the participants'). A pull request waiting on a server is lost when that
+// server is cut off from the consumer's leader (a partition) or the leader
+// changes without a status; the client only pulls again once it misses two
+// idle heartbeats. nats.go's defaults (30 s expiry, 15 s heartbeats) made a
+// coordinator on a node cut off for 2–4 s idle for 30 s after the cut
+// healed; these notice a lost pull within 4 s, for one pull request every
+// 10 s and a heartbeat every 2 s per idle consumer.
+const (
+	PullExpiry    = 10 * time.Second
+	PullHeartbeat = 2 * time.Second
+)
+
+// PullOptions are the options of such a consumer's Messages iterator, with
+// at most maxMessages buffered.
+func PullOptions(maxMessages int) []jetstream.PullMessagesOpt {
+	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(maxMessages),
+		jetstream.PullExpiry(PullExpiry), jetstream.PullHeartbeat(PullHeartbeat)}
+}
