@@ -18,6 +18,9 @@
 //   - nats-restart: restart the NATS server on its store mid-load;
 //   - cluster-node-loss: 3-node cluster, R3 streams and bucket; stop one
 //     node, bring it back, then another;
+//   - cluster-partition: 3-node cluster, R3, its routes through proxies;
+//     cut one node off from the other two for 2-4s (the services connected
+//     to it stay connected), join it again, then another;
 //   - pg-terminate: pg_terminate_backend on the banks' connections;
 //   - duplicates: copies of commands, outcomes and starts under new
 //     message ids (past JetStream's duplicate window);
@@ -38,9 +41,10 @@
 //     the coordinators' AckWait, behind later inputs of their sagas.
 //
 // What "faults injected" counts: processes killed (and restarted), server
-// restarts, cluster nodes stopped, PostgreSQL sessions terminated, messages
-// copied, silences (kills and stops) of bank-b, malformed messages
-// published, PostgreSQL crashes and zombie coordinators, respectively.
+// restarts, cluster nodes stopped, cluster nodes cut off, PostgreSQL
+// sessions terminated, messages copied, silences (kills and stops) of
+// bank-b, malformed messages published, PostgreSQL crashes and zombie
+// coordinators, respectively.
 //
 // # Replay
 //

@@ -352,6 +352,7 @@ func scenarios() []scenario {
 		{name: "two-coordinators", deploy: deployment{coordinators: 2}, inject: killCoordinators},
 		{name: "nats-restart", inject: restartNATS},
 		{name: "cluster-node-loss", deploy: deployment{cluster: true}, inject: loseClusterNodes},
+		{name: "cluster-partition", deploy: deployment{cluster: true, partitioned: true}, inject: partitionClusterNodes},
 		{name: "pg-terminate", inject: terminateBackends},
 		{name: "duplicates", inject: duplicate, verify: verifyDuplicates},
 		{name: "silent-participant", inject: silenceBankB, verify: verifyLateActionsRefused},

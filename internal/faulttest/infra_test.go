@@ -87,3 +87,34 @@ WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND application_name <> $2`,
 	}
 	return n, nil
 }
+
+// partitionClusterNodes cuts one node of the 3-node cluster off from the
+// other two for 2-4s — its clients (the services connected to it) stay
+// connected to it, and it goes on answering what it can — then joins it
+// again and waits until the cluster is whole and current, then after 1-3s
+// the next (another node than last time); 2 partitions (unlimited in the
+// soak).
+func partitionClusterNodes(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
+	n, last, limit := 0, -1, 2
+	if soak() {
+		limit = 0
+	}
+	for (limit == 0 || n < limit) && pause(ctx, rng, time.Second, 3*time.Second) {
+		i := rng.IntN(len(s.partition.Servers) - 1)
+		if i >= last && last >= 0 {
+			i++ // another node than last time
+		}
+		last = i
+		s.partition.Isolate(i)
+		n++
+		time.Sleep(between(rng, 2*time.Second, 4*time.Second))
+		s.partition.Heal(i)
+		c, cancel := context.WithTimeout(context.Background(), clusterReady)
+		err := s.partition.WaitJetStreamReady(c)
+		cancel()
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

@@ -45,9 +45,10 @@ type system struct {
 	bin string // the jetsaga binary
 	cfg deployment
 
-	single  *devenv.NATSServer
-	cluster *devenv.Cluster
-	natsURL string // what the services connect to
+	single    *devenv.NATSServer
+	cluster   *devenv.Cluster
+	partition *testenv.PartitionCluster // deployment.partitioned
+	natsURL   string                    // what the services connect to
 
 	js     jetstream.JetStream
 	client *orchestrator.Client
@@ -65,6 +66,7 @@ type system struct {
 // deployment is what a scenario runs on.
 type deployment struct {
 	cluster      bool // 3-node cluster, R3 streams and bucket
+	partitioned  bool // the cluster's routes run through proxies the scenario can cut
 	coordinators int  // default 1
 	accounts     int  // per bank
 	// ownPostgres gives each bank a PostgreSQL cluster of its own (that
@@ -95,11 +97,16 @@ func newSystem(t *testing.T, bin string, d deployment, rng *rand.Rand) *system {
 	}
 	s := &system{t: t, dir: t.TempDir(), bin: bin, cfg: d}
 	replicas := 1
-	if d.cluster {
+	switch {
+	case d.cluster && d.partitioned:
+		replicas = 3
+		s.partition = testenv.NewPartitionCluster(t, 3, testenv.SyncAlways())
+		s.natsURL = s.partition.URLs()
+	case d.cluster:
 		replicas = 3
 		s.cluster = testenv.Cluster(t, 3, testenv.SyncAlways())
 		s.natsURL = s.cluster.URLs()
-	} else {
+	default:
 		s.single = testenv.NATS(t, testenv.SyncAlways())
 		s.natsURL = s.single.URL()
 	}

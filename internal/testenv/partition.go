@@ -1,7 +1,7 @@
 package testenv
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/jetsaga/jetsaga/devenv"
 )
 
 // PartitionCluster is a NATS cluster whose routes run through proxies the
@@ -26,9 +28,13 @@ type PartitionCluster struct {
 
 // NewPartitionCluster starts n embedded NATS servers with JetStream, routed
 // through proxies, and waits until a JetStream meta leader sees them all.
-// Everything stops when the test ends.
-func NewPartitionCluster(t testing.TB, n int) *PartitionCluster {
+// Everything stops when the test ends. Of opts, SyncAlways applies.
+func NewPartitionCluster(t testing.TB, n int, opts ...NATSOption) *PartitionCluster {
 	t.Helper()
+	var o devenv.NATSOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ports := make([]int, n)
 	for i := range ports {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,7 +58,7 @@ func NewPartitionCluster(t testing.TB, n int) *PartitionCluster {
 		}
 		s, err := natsserver.NewServer(&natsserver.Options{
 			ServerName: "p" + strconv.Itoa(i+1), Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true,
-			JetStream: true, StoreDir: t.TempDir(),
+			JetStream: true, StoreDir: t.TempDir(), SyncAlways: o.SyncAlways,
 			// The address a node gossips to other nodes for routes it was not
 			// configured with leads nowhere: every route goes through a proxy.
 			Cluster: natsserver.ClusterOpts{Name: "partitioned", Host: "127.0.0.1", Port: ports[i], Advertise: "127.0.0.1:1", NoAdvertise: true},
@@ -70,15 +76,39 @@ func NewPartitionCluster(t testing.TB, n int) *PartitionCluster {
 			t.Fatalf("testenv: NATS server %s not ready", s.Name())
 		}
 	}
-	CheckFor(t, clusterReadyTimeout, 25*time.Millisecond, func() error {
+	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
+	defer cancel()
+	if err := c.WaitJetStreamReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// WaitJetStreamReady waits until a JetStream meta leader sees every node
+// and every node is current with the meta group (after Heal, say).
+func (c *PartitionCluster) WaitJetStreamReady(ctx context.Context) error {
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		leader, current := false, true
 		for _, s := range c.Servers {
-			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
-				return nil
+			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == len(c.Servers) {
+				leader = true
+			}
+			if !s.JetStreamIsCurrent() {
+				current = false
 			}
 		}
-		return errors.New("no JetStream meta leader that sees every node")
-	})
-	return c
+		if leader && current {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("testenv: partitioned cluster not whole: a meta leader that sees every node %t, all current %t: %w",
+				leader, current, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // URLs returns the client URLs of all nodes, comma-separated.
