@@ -31,9 +31,7 @@ func TestStateReaderAsksTheLeader(t *testing.T) {
 			t.Fatalf("replicas %d: reader %+v, want a leader read exactly when replicated", replicas, r.leader)
 		}
 		for _, k := range []string{"a", "b", "a", "gone", "purged"} {
-			if _, err := kv.Put(ctx, k, []byte(k+"-value")); err != nil {
-				t.Fatal(err)
-			}
+			putWhenReady(t, kv, k, []byte(k+"-value"))
 		}
 		if err := kv.Delete(ctx, "gone"); err != nil {
 			t.Fatal(err)
@@ -75,9 +73,7 @@ func TestStateReadsSkipStaleFollowers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx, "saga", []byte("older")); err != nil {
-		t.Fatal(err)
-	}
+	putWhenReady(t, kv, "saga", []byte("older"))
 	info, err := kv.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -150,9 +146,7 @@ func TestClientReadsSkipStaleFollowers(t *testing.T) {
 		}
 		return err
 	}
-	if err := put(kv, Running); err != nil {
-		t.Fatal(err)
-	}
+	testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error { return put(kv, Running) })
 	cfg, err := bucketStream(ctx, kv)
 	if err != nil || cfg.Replicas != 3 {
 		t.Fatalf("bucket replicas %d, %v; want 3", cfg.Replicas, err)
@@ -194,4 +188,15 @@ func TestClientReadsSkipStaleFollowers(t *testing.T) {
 	if st, err := client.Get(t.Context(), "s"); err == nil && st.Status != Committed {
 		t.Fatalf("Get through the cut-off follower: %s; want an error or committed, never the older state", st.Status)
 	}
+}
+
+// putWhenReady puts value under key, trying again while the bucket's
+// stream, just created on a cluster, has no leader to answer yet ("no
+// response from stream").
+func putWhenReady(t *testing.T, kv jetstream.KeyValue, key string, value []byte) {
+	t.Helper()
+	testenv.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		_, err := kv.Put(t.Context(), key, value)
+		return err
+	})
 }
