@@ -74,12 +74,7 @@ func TestStateReadsSkipStaleFollowers(t *testing.T) {
 		t.Fatal(err)
 	}
 	putWhenReady(t, kv, "saga", []byte("older"))
-	info, err := kv.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := c.Index(info.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader)
-	follower, other := (leader+1)%3, (leader+2)%3
+	follower, other := followers(t, c, kv)
 	// A client of the follower alone (its bucket handle opened while the
 	// follower can still reach the leader).
 	_, fjs := testenv.Connect(t, c.Servers[follower].ClientURL())
@@ -151,12 +146,7 @@ func TestClientReadsSkipStaleFollowers(t *testing.T) {
 	if err != nil || cfg.Replicas != 3 {
 		t.Fatalf("bucket replicas %d, %v; want 3", cfg.Replicas, err)
 	}
-	info, err := kv.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := c.Index(info.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader)
-	follower, other := (leader+1)%3, (leader+2)%3
+	follower, other := followers(t, c, kv)
 	_, fjs := testenv.Connect(t, c.Servers[follower].ClientURL())
 	client := NewClient(fjs, ns)
 	t.Cleanup(client.Close)
@@ -199,4 +189,16 @@ func putWhenReady(t *testing.T, kv jetstream.KeyValue, key string, value []byte)
 		_, err := kv.Put(t.Context(), key, value)
 		return err
 	})
+}
+
+// followers returns the indexes of the two nodes that do not lead kv's
+// stream.
+func followers(t *testing.T, c *testenv.PartitionCluster, kv jetstream.KeyValue) (int, int) {
+	t.Helper()
+	info, err := kv.Status(testenv.ClusterContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := c.Index(info.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader)
+	return (leader + 1) % 3, (leader + 2) % 3
 }

@@ -41,31 +41,48 @@ func restartNATS(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
 // 1-3s stops another node, and so on (twice in the short form). R3 streams
 // and bucket keep a quorum throughout.
 func loseClusterNodes(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
-	n, last, limit := 0, -1, 2
+	return eachNodeInTurn(ctx, rng, len(s.cluster.Servers), func(i int) func() error {
+		node := s.cluster.Servers[i]
+		node.Shutdown()
+		return func() error {
+			if err := node.Start(); err != nil {
+				return fmt.Errorf("restart node %s: %w", node.Name(), err)
+			}
+			return nil
+		}
+	}, s.cluster.WaitJetStreamReady)
+}
+
+// eachNodeInTurn takes one node of a cluster of n out with out(i), which
+// returns how to bring it back; after 2-4s brings it back and waits until
+// ready says the cluster is whole again; then after 1-3s the next node
+// (another than last time): twice in the short form, until ctx ends in the
+// soak. It returns how many times it took a node out.
+func eachNodeInTurn(ctx context.Context, rng *rand.Rand, n int, out func(i int) (back func() error), ready func(context.Context) error) (int, error) {
+	times, last, limit := 0, -1, 2
 	if soak() {
 		limit = 0
 	}
-	for (limit == 0 || n < limit) && pause(ctx, rng, time.Second, 3*time.Second) {
-		i := rng.IntN(len(s.cluster.Servers) - 1)
+	for (limit == 0 || times < limit) && pause(ctx, rng, time.Second, 3*time.Second) {
+		i := rng.IntN(n - 1)
 		if i >= last && last >= 0 {
 			i++ // another node than last time
 		}
 		last = i
-		node := s.cluster.Servers[i]
-		node.Shutdown()
-		n++
+		back := out(i)
+		times++
 		time.Sleep(between(rng, 2*time.Second, 4*time.Second))
-		if err := node.Start(); err != nil {
-			return n, fmt.Errorf("restart node %s: %w", node.Name(), err)
+		if err := back(); err != nil {
+			return times, err
 		}
 		c, cancel := context.WithTimeout(context.Background(), clusterReady)
-		err := s.cluster.WaitJetStreamReady(c)
+		err := ready(c)
 		cancel()
 		if err != nil {
-			return n, err
+			return times, err
 		}
 	}
-	return n, nil
+	return times, nil
 }
 
 // terminateBackends terminates every session of the banks' two databases
@@ -95,26 +112,8 @@ WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND application_name <> $2`,
 // the next (another node than last time); 2 partitions (unlimited in the
 // soak).
 func partitionClusterNodes(ctx context.Context, s *system, rng *rand.Rand) (int, error) {
-	n, last, limit := 0, -1, 2
-	if soak() {
-		limit = 0
-	}
-	for (limit == 0 || n < limit) && pause(ctx, rng, time.Second, 3*time.Second) {
-		i := rng.IntN(len(s.partition.Servers) - 1)
-		if i >= last && last >= 0 {
-			i++ // another node than last time
-		}
-		last = i
+	return eachNodeInTurn(ctx, rng, len(s.partition.Servers), func(i int) func() error {
 		s.partition.Isolate(i)
-		n++
-		time.Sleep(between(rng, 2*time.Second, 4*time.Second))
-		s.partition.Heal(i)
-		c, cancel := context.WithTimeout(context.Background(), clusterReady)
-		err := s.partition.WaitJetStreamReady(c)
-		cancel()
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+		return func() error { s.partition.Heal(i); return nil }
+	}, s.partition.WaitJetStreamReady)
 }
