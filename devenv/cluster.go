@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // Cluster is a NATS cluster of embedded servers on 127.0.0.1 with explicit
@@ -117,31 +119,44 @@ func (c *Cluster) URLs() string {
 // all its peers, losing it can leave the rest unable to elect another, so
 // call this after StartCluster and after a node comes back.
 func (c *Cluster) WaitJetStreamReady(ctx context.Context) error {
+	return WaitJetStreamReady(ctx, func() []*server.Server {
+		var running []*server.Server
+		for _, s := range c.Servers {
+			if srv := s.Server(); srv != nil {
+				running = append(running, srv)
+			}
+		}
+		return running
+	})
+}
+
+// WaitJetStreamReady waits until the servers that running returns (asked
+// again at every check) form a whole JetStream cluster: a meta leader that
+// sees each of them as an online peer, each current with the meta group;
+// or until ctx ends. For clusters not started by StartCluster (a test's
+// own, say); Cluster.WaitJetStreamReady is the same for a Cluster.
+func WaitJetStreamReady(ctx context.Context, running func() []*server.Server) error {
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		leader, peers, current, running := "", 0, true, 0
-		for _, s := range c.Servers {
-			srv := s.Server()
-			if srv == nil {
-				continue
-			}
-			running++
+		servers := running()
+		leader, peers, current := "", 0, true
+		for _, srv := range servers {
 			if srv.JetStreamIsLeader() {
-				leader = s.Name()
+				leader = srv.Name()
 				peers = len(srv.JetStreamClusterPeers())
 			}
 			if !srv.JetStreamIsCurrent() {
 				current = false
 			}
 		}
-		if running > 0 && leader != "" && peers == running && current {
+		if len(servers) > 0 && leader != "" && peers == len(servers) && current {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("devenv: JetStream cluster not ready: %d of %d nodes running, meta leader %q seeing %d online peers, all current: %t: %w",
-				running, len(c.Servers), leader, peers, current, ctx.Err())
+			return fmt.Errorf("devenv: JetStream cluster not ready: %d nodes running, meta leader %q seeing %d online peers, all current: %t: %w",
+				len(servers), leader, peers, current, ctx.Err())
 		case <-tick.C:
 		}
 	}

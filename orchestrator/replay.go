@@ -244,10 +244,7 @@ func (s *stateSink) readBack(ctx context.Context, id string) (*State, error) {
 	}
 	// From the leader, when replicated: a follower may not have the write
 	// yet (a KV get on a 3-node cluster answered "key not found" so).
-	value, _, found, err := s.reader.get(ctx, id)
-	if err == nil && !found {
-		err = jetstream.ErrKeyNotFound
-	}
+	value, err := s.reader.value(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read saga %s back from %s: %w", id, s.kv.Bucket(), err)
 	}
@@ -293,10 +290,7 @@ func compareLive(ctx context.Context, js jetstream.JetStream, ns events.Namespac
 			record(&c.MissingReplay, id)
 			return nil
 		}
-		value, _, found, err := rebuiltReader.get(ctx, id)
-		if err == nil && !found {
-			err = jetstream.ErrKeyNotFound
-		}
+		value, err := rebuiltReader.value(ctx, id)
 		if err != nil {
 			return fmt.Errorf("read %s from %s: %w", id, rebuiltKV.Bucket(), err)
 		}

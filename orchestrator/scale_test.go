@@ -240,19 +240,14 @@ func TestCoordinatorKilledRepeatedly(t *testing.T) {
 			// inputs: on a loaded machine its start can take most of
 			// 150 ms, and killing it before it does anything made the
 			// sagas outlast the test's 5 minutes (-race, 4 busy loops).
-			alive := time.After(150 * time.Millisecond)
-			poll := time.NewTicker(10 * time.Millisecond)
-			for lived := false; !lived || c.Stats().Processed < 20; {
+			born := time.Now()
+			for time.Since(born) < 150*time.Millisecond || c.Stats().Processed < 20 {
 				select {
 				case <-done:
-					poll.Stop()
 					return
-				case <-alive:
-					lived = true
-				case <-poll.C:
+				case <-time.After(10 * time.Millisecond):
 				}
 			}
-			poll.Stop()
 			nc.Close() // the crash: in-flight work is cut off mid-way
 			_ = stop() // it reports the closed connection
 			kills++

@@ -48,6 +48,16 @@ func newBucketReader(ctx context.Context, js jetstream.JetStream, kv jetstream.K
 	return newStateReader(js, kv, cfg.Replicas), nil
 }
 
+// value returns the value of saga id's state, jetstream.ErrKeyNotFound if
+// the key has none.
+func (r *stateReader) value(ctx context.Context, id string) ([]byte, error) {
+	value, _, found, err := r.get(ctx, id)
+	if err == nil && !found {
+		err = jetstream.ErrKeyNotFound
+	}
+	return value, err
+}
+
 // KV operation header of a deleted or purged key's marker.
 const (
 	kvOperation = "KV-Operation"

@@ -97,13 +97,14 @@ func newSystem(t *testing.T, bin string, d deployment, rng *rand.Rand) *system {
 	}
 	s := &system{t: t, dir: t.TempDir(), bin: bin, cfg: d}
 	replicas := 1
+	if d.cluster {
+		replicas = 3
+	}
 	switch {
 	case d.cluster && d.partitioned:
-		replicas = 3
 		s.partition = testenv.NewPartitionCluster(t, 3, testenv.SyncAlways())
 		s.natsURL = s.partition.URLs()
 	case d.cluster:
-		replicas = 3
 		s.cluster = testenv.Cluster(t, 3, testenv.SyncAlways())
 		s.natsURL = s.cluster.URLs()
 	default:

@@ -1,7 +1,9 @@
 // Package jsretry waits out JetStream's not being ready: a server still
 // starting, a cluster electing its leaders or missing a node for a moment.
 // Services starting beside their servers (a deployment, a test cluster)
-// wait for them instead of exiting.
+// wait for them instead of exiting; long-running consumers pull with
+// settings that notice a pull lost in a partition within seconds
+// (PullOptions).
 package jsretry
 
 import (

@@ -87,28 +87,7 @@ func NewPartitionCluster(t testing.TB, n int, opts ...NATSOption) *PartitionClus
 // WaitJetStreamReady waits until a JetStream meta leader sees every node
 // and every node is current with the meta group (after Heal, say).
 func (c *PartitionCluster) WaitJetStreamReady(ctx context.Context) error {
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		leader, current := false, true
-		for _, s := range c.Servers {
-			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == len(c.Servers) {
-				leader = true
-			}
-			if !s.JetStreamIsCurrent() {
-				current = false
-			}
-		}
-		if leader && current {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("testenv: partitioned cluster not whole: a meta leader that sees every node %t, all current %t: %w",
-				leader, current, ctx.Err())
-		case <-tick.C:
-		}
-	}
+	return devenv.WaitJetStreamReady(ctx, func() []*natsserver.Server { return c.Servers })
 }
 
 // URLs returns the client URLs of all nodes, comma-separated.
